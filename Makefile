@@ -1,0 +1,48 @@
+# Two commands matter: `make demo` (a whole campaign on this machine) and `make test`.
+# Each creates the venvs it needs from the pinned constraints under packaging/.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+AGENT_VENV := .venv-agent
+SHARED_WEIGHTS := ../shared/models/mobilenet_v2_1.00_160_no_top.weights.h5
+WEIGHTS ?= $(if $(wildcard $(SHARED_WEIGHTS)),$(abspath $(SHARED_WEIGHTS)),imagenet)
+DATA ?=
+ROUNDS ?= 6
+EPOCHS ?= 20
+BATCH ?= 8
+PYTEST_ARGS ?=
+
+.PHONY: demo test venv benchmark lock clean
+
+venv: $(VENV)/.installed $(AGENT_VENV)/.installed
+
+# Coordinator side: TensorFlow lives here and only here.
+$(VENV)/.installed: packaging/constraints-coordinator.txt coordinator/pyproject.toml fedapp/pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade "pip<27"
+	$(VENV)/bin/pip install -q -c packaging/constraints-coordinator.txt -e fedapp -e coordinator pytest
+	touch $@
+
+# Agent side (what a Pi runs): no TensorFlow, ever.
+$(AGENT_VENV)/.installed: packaging/constraints-agent.txt agent/pyproject.toml
+	test -x $(AGENT_VENV)/bin/python || $(PYTHON) -m venv $(AGENT_VENV)
+	$(AGENT_VENV)/bin/pip install -q --upgrade "pip<27"
+	$(AGENT_VENV)/bin/pip install -q -c packaging/constraints-agent.txt -e agent
+	touch $@
+
+demo: venv
+	$(VENV)/bin/fed-demo --weights "$(WEIGHTS)" $(if $(DATA),--data "$(DATA)") \
+		--rounds $(ROUNDS) --epochs $(EPOCHS) --batch-size $(BATCH)
+
+test: venv
+	$(VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+
+benchmark: venv
+	$(VENV)/bin/python benchmarks/campaign_compute.py --weights "$(WEIGHTS)"
+
+lock: venv
+	$(VENV)/bin/pip freeze --exclude-editable > packaging/constraints-coordinator.txt
+	$(AGENT_VENV)/bin/pip freeze --exclude-editable > packaging/constraints-agent.txt
+
+clean:
+	rm -rf build test-artifacts

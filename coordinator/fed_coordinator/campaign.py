@@ -1,0 +1,184 @@
+"""One federated campaign: preflight, exports, submit, watch with a deadline, register.
+
+`flwr run` exits 0 even when a run fails, so the outcome always comes from `flwr ls`; a run
+still going at its deadline is stopped with `flwr stop`. The ServerApp reports progress in
+progress.jsonl under the campaign folder; we read it as it grows to show each round.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from .flower import FlwrCli, FlwrError
+from .registry import ModelRegistry
+
+FEDAPP_DIR = Path(__file__).resolve().parents[2] / "fedapp"
+
+
+class CampaignError(RuntimeError):
+    """The campaign cannot start; the message says what is wrong and where."""
+
+
+@dataclass
+class CampaignSettings:
+    server_data_dir: Path
+    weights: str = "imagenet"
+    labels: list[str] = field(default_factory=lambda: ["head", "hardhat"])
+    rounds: int = 6
+    local_epochs: int = 20
+    batch_size: int = 8
+    learning_rate: float = 0.01
+    momentum: float = 0.9
+    seed: int = 0
+    min_nodes: int = 2
+    min_completed_nodes: int = 1
+    node_wait_seconds: float = 120.0
+    round_timeout_seconds: float = 600.0
+    deadline_seconds: float = 3600.0
+
+
+@dataclass
+class Outcome:
+    campaign_id: str
+    status: str  # completed | failed | stopped
+    reason: str = ""
+    run_id: int | None = None
+    model_version: int | None = None
+    model_path: str | None = None
+    rounds: list[dict] = field(default_factory=list)
+
+
+def preflight(s: CampaignSettings) -> Path:
+    """Fail at start, with a clear message, on a config that cannot work."""
+    from fedapp.images import check_label_folders
+
+    if len(s.labels) < 2 or len(set(s.labels)) != len(s.labels):
+        raise CampaignError(f"labels must be at least two distinct names, got {s.labels}")
+    test_dir = Path(s.server_data_dir) / "test"
+    if not test_dir.is_dir():
+        raise CampaignError(f"server test folder not found: {test_dir}")
+    try:
+        check_label_folders(test_dir, s.labels)
+    except ValueError as exc:
+        raise CampaignError(str(exc)) from exc
+    if s.weights != "imagenet" and not Path(s.weights).is_file():
+        raise CampaignError(f"backbone weights file not found: {s.weights}")
+    return test_dir
+
+
+def read_progress(path: Path, offset: int) -> tuple[list[dict], int]:
+    if not path.is_file():
+        return [], offset
+    with open(path, encoding="utf-8") as fh:
+        fh.seek(offset)
+        chunk = fh.read()
+    complete = chunk[: chunk.rfind("\n") + 1]  # ignore a line still being written
+    events = [json.loads(line) for line in complete.splitlines() if line.strip()]
+    return events, offset + len(complete.encode("utf-8"))
+
+
+class CampaignRunner:
+    def __init__(self, state_dir: Path, cli: FlwrCli, registry: ModelRegistry, log,
+                 app_dir: Path = FEDAPP_DIR) -> None:
+        self.state_dir, self.cli, self.registry, self.log = Path(state_dir), cli, registry, log
+        self.app_dir = app_dir
+
+    def run(self, s: CampaignSettings, on_event: Callable[[dict], None] = lambda e: None) -> Outcome:
+        cid = time.strftime("c%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+        log = self.log.bind(campaign=cid)
+        out = self.state_dir / "campaigns" / cid
+        out.mkdir(parents=True)
+        outcome = Outcome(cid, "failed")
+        try:
+            test_dir = preflight(s)
+            from .artifacts import export_agent_artifacts
+
+            art = export_agent_artifacts(s.weights, len(s.labels), self.state_dir / "exports")
+            outcome.run_id = self.cli.run(self.app_dir, {
+                "num-server-rounds": s.rounds, "local-epochs": s.local_epochs,
+                "batch-size": s.batch_size, "learning-rate": float(s.learning_rate),
+                "momentum": float(s.momentum), "seed": s.seed, "labels": ",".join(s.labels),
+                "artifacts-dir": str(art), "server-test-dir": str(test_dir.resolve()),
+                "output-dir": str(out.resolve()), "min-nodes": s.min_nodes,
+                "min-completed-nodes": s.min_completed_nodes,
+                "node-wait-seconds": float(s.node_wait_seconds),
+                "round-timeout-seconds": float(s.round_timeout_seconds),
+            })
+            log = log.bind(run=outcome.run_id)
+            log.info("campaign_submitted", rounds=s.rounds)
+            self._watch(s, out, outcome, on_event, log)
+            if outcome.status == "completed":
+                self._register(s, out, outcome, log)
+        except (CampaignError, FlwrError) as exc:
+            outcome.status, outcome.reason = "failed", str(exc)
+        (out / "outcome.json").write_text(json.dumps(asdict(outcome), indent=2, default=str))
+        log.info("campaign_finished", status=outcome.status, reason=outcome.reason,
+                 model_version=outcome.model_version)
+        return outcome
+
+    def _watch(self, s: CampaignSettings, out: Path, outcome: Outcome, on_event, log) -> None:
+        deadline = time.monotonic() + s.deadline_seconds
+        offset, status, failure = 0, "", ""
+        while True:
+            events, offset = read_progress(out / "progress.jsonl", offset)
+            for event in events:
+                if event["event"] == "round":
+                    outcome.rounds.append(event)
+                elif event["event"] == "failed":
+                    failure = event.get("reason", "")
+                on_event(event)
+            if status.startswith("finished"):
+                break
+            if time.monotonic() > deadline:
+                log.warning("campaign_deadline", seconds=s.deadline_seconds)
+                self.cli.stop(outcome.run_id)
+                outcome.status = "stopped"
+                outcome.reason = f"deadline of {s.deadline_seconds:.0f}s reached"
+                return
+            time.sleep(1.0)
+            info = self.cli.status(outcome.run_id)
+            status = info.get("status", "")
+            details = info.get("status-details", "") or ""
+        outcome.status = status.split(":", 1)[1] if ":" in status else status
+        if outcome.status != "completed":
+            outcome.reason = failure or details or f"run ended {status}"
+        elif not (out / "head_final.npz").is_file():
+            outcome.status, outcome.reason = "failed", "run completed without final head weights"
+
+    def _register(self, s: CampaignSettings, out: Path, outcome: Outcome, log) -> None:
+        from fedapp.images import load_image, scan_folder
+
+        from .artifacts import build_final_model, load_head
+
+        head = load_head(out / "head_final.npz")
+        calib_scan = scan_folder(Path(s.server_data_dir) / "test", s.labels)
+        calibration = [load_image(f.path) for f in calib_scan.files[:100]]
+        started = next((e for e in read_progress(out / "progress.jsonl", 0)[0]
+                        if e["event"] == "started"), {})
+        per_round = [r for r in outcome.rounds if r.get("round", 0) > 0]
+        participants = sorted({p["agent"] for r in per_round for p in r.get("participants", [])})
+        examples = {p["agent"]: p["num-examples"] for r in per_round for p in r.get("participants", [])}
+
+        def build(folder: Path) -> dict:
+            fields = build_final_model(folder, s.weights, head, s.labels, calibration)
+            return {**fields, "campaign_id": outcome.campaign_id, "run_id": outcome.run_id,
+                    "rounds": outcome.rounds, "participants": participants,
+                    "example_counts": examples,
+                    "server_accuracy": per_round[-1]["server_accuracy"] if per_round else None,
+                    "bytes_exchanged": {
+                        "per_round_per_agent": [
+                            {"round": r["round"], "down": r.get("bytes_down_per_agent"),
+                             "up": r.get("bytes_up_per_agent")} for r in per_round],
+                        "artifacts_shipped": started.get("artifacts", {}).get("shipped_bytes", {}),
+                    },
+                    "settings": {k: (str(v) if isinstance(v, Path) else v)
+                                 for k, v in asdict(s).items()}}
+
+        outcome.model_version, path = self.registry.register(build)
+        outcome.model_path = str(path)
+        log.info("model_registered", version=outcome.model_version, path=str(path))

@@ -51,6 +51,7 @@ class Outcome:
     model_version: int | None = None
     model_path: str | None = None
     rounds: list[dict] = field(default_factory=list)
+    skipped_files: dict[str, list] = field(default_factory=dict)
 
 
 def preflight(s: CampaignSettings) -> Path:
@@ -129,6 +130,7 @@ class CampaignRunner:
             for event in events:
                 if event["event"] == "round":
                     outcome.rounds.append(event)
+                    self._note_skipped(event, outcome, log)
                 elif event["event"] == "failed":
                     failure = event.get("reason", "")
                 on_event(event)
@@ -150,6 +152,16 @@ class CampaignRunner:
         elif not (out / "head_final.npz").is_file():
             outcome.status, outcome.reason = "failed", "run completed without final head weights"
 
+    @staticmethod
+    def _note_skipped(event: dict, outcome: Outcome, log) -> None:
+        """Agents skip unusable photos and say which; keep each name once per campaign."""
+        for p in event.get("participants", []):
+            seen = outcome.skipped_files.setdefault(p["agent"], [])
+            for path, reason in p.get("skipped", []):
+                if all(path != known for known, _ in seen):
+                    seen.append([path, reason])
+                    log.warning("agent_skipped_file", agent=p["agent"], file=path, reason=reason)
+
     def _register(self, s: CampaignSettings, out: Path, outcome: Outcome, log) -> None:
         from fedapp.images import load_image, scan_folder
 
@@ -168,7 +180,7 @@ class CampaignRunner:
             fields = build_final_model(folder, s.weights, head, s.labels, calibration)
             return {**fields, "campaign_id": outcome.campaign_id, "run_id": outcome.run_id,
                     "rounds": outcome.rounds, "participants": participants,
-                    "example_counts": examples,
+                    "example_counts": examples, "skipped_files": outcome.skipped_files,
                     "server_accuracy": per_round[-1]["server_accuracy"] if per_round else None,
                     "bytes_exchanged": {
                         "per_round_per_agent": [

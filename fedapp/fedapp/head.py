@@ -62,6 +62,8 @@ class HeadTrainer:
             lr: float, momentum: float, seed: int) -> tuple[float, float]:
         """Mini-batch SGD over shuffled data; returns the last epoch's (loss, accuracy)."""
         rng = np.random.default_rng(seed)
+        x = np.ascontiguousarray(x, np.float32)  # the interpreter rejects any other dtype
+        y = np.ascontiguousarray(y, np.int32)
         n = len(y)
         if n == 0:
             raise ValueError("no training examples")
@@ -72,7 +74,7 @@ class HeadTrainer:
             total_loss = total_correct = 0.0
             for start in range(0, n, batch_size):
                 idx = order[start:start + batch_size]  # never empty: start < n
-                out = self._train(x=x[idx], y=y[idx].astype(np.int32), lr=lr_t, momentum=mom_t)
+                out = self._train(x=x[idx], y=y[idx], lr=lr_t, momentum=mom_t)
                 total_loss += float(out["loss"]) * len(idx)
                 total_correct += float(out["correct"])
             loss, acc = total_loss / n, total_correct / n

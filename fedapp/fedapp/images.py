@@ -43,7 +43,9 @@ def decode_image(data: bytes, source: str = "<bytes>") -> np.ndarray:
         with Image.open(io.BytesIO(data)) as img:
             img.load()
             rgb = img.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR)
-    except (UnidentifiedImageError, OSError, SyntaxError) as exc:
+    except UnidentifiedImageError as exc:
+        raise ValueError(f"{source}: not a readable image (unknown format)") from exc
+    except (OSError, SyntaxError) as exc:
         raise ValueError(f"{source}: not a readable image ({exc})") from exc
     return np.asarray(rgb, dtype=np.float32)
 

@@ -85,13 +85,13 @@ class DeadlineFedAvg(FedAvg):
             metrics = dict(m.content["metrics"])
             extra = m.content["info"] if "info" in m.content else ConfigRecord()
             agent = str(extra.get("agent", m.metadata.src_node_id))
-            for line in str(extra.get("skipped", "")).splitlines():
-                path, _, reason = line.partition("\t")
+            skipped = [line.split("\t", 1) for line in str(extra.get("skipped", "")).splitlines()]
+            for path, reason in skipped:
                 self.log.warning("agent_skipped_file", round=server_round, agent=agent,
                                  file=path, reason=reason)
             participants.append({
                 "agent": agent, "node_id": m.metadata.src_node_id,
-                "bytes_up": array_bytes(m.content["arrays"]), **metrics,
+                "bytes_up": array_bytes(m.content["arrays"]), "skipped": skipped, **metrics,
             })
         info.update(participants=participants, failed=len(failed), timed_out=missing,
                     bytes_up_per_agent=max(p["bytes_up"] for p in participants))

@@ -6,10 +6,16 @@ ai-edge-litert is its successor and the fallback where tflite-runtime has no whe
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 
 def load_interpreter(model_path: str | Path, num_threads: int = 2):
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and hasattr(tf, "lite"):
+        # Only on the coordinator, in a process that already loaded TensorFlow: two TFLite
+        # runtimes in one process collide (tflite-runtime then fails with vector::reserve).
+        return tf.lite.Interpreter(model_path=str(model_path), num_threads=num_threads)
     try:
         from tflite_runtime.interpreter import Interpreter
     except ImportError:

@@ -1,0 +1,57 @@
+"""Run by test_agent_without_tensorflow.py with the AGENT venv's python.
+
+Blocks any import of TensorFlow/Keras, then serves a real artifacts message and a real train
+message through the fedapp ClientApp object (Flower's own routing), and prints a JSON summary.
+"""
+
+import json
+import sys
+
+
+class BlockTensorFlow:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras", "tensorflow_cpu"):
+            raise ImportError(f"{name} is blocked on the agent")
+        return None
+
+
+sys.meta_path.insert(0, BlockTensorFlow())
+fedapp_dir, data_dir, cache_dir, backbone, trainer = sys.argv[1:6]
+sys.path.insert(0, fedapp_dir)
+
+import numpy as np  # noqa: E402
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict  # noqa: E402
+
+from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
+
+from fedapp.artifacts import sha256_file  # noqa: E402
+from fedapp.client_app import app  # noqa: E402
+from fedapp.head import init_head  # noqa: E402
+
+# What flwr-clientapp sets for the task it serves (the message's ids come from it).
+TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 42, 1
+context = Context(run_id=7, node_id=42, node_config={"data-dir": data_dir, "cache-dir": cache_dir,
+                                                   "agent-name": "pi-test"},
+                  state=RecordDict(), run_config={})
+shas = {"backbone": sha256_file(backbone), "trainer": sha256_file(trainer)}
+offer = ConfigRecord({"backbone-sha": shas["backbone"], "trainer-sha": shas["trainer"],
+                      "backbone-bytes": open(backbone, "rb").read(),
+                      "trainer-bytes": open(trainer, "rb").read()})
+query = Message(RecordDict({"artifacts": offer}), 42, "query.artifacts")
+missing = str(app(query, context).content["artifacts"]["missing"])
+
+start = init_head(0)
+config = ConfigRecord({"labels": "head,hardhat", "local-epochs": 2, "batch-size": 8,
+                       "learning-rate": 0.01, "momentum": 0.9, "seed": 0, "server-round": 1,
+                       "backbone-sha": shas["backbone"], "trainer-sha": shas["trainer"]})
+msg = Message(RecordDict({"arrays": ArrayRecord(start), "config": config}), 42, "train")
+reply = app(msg, context)
+weights = reply.content["arrays"].to_numpy_ndarrays()
+print(json.dumps({
+    "missing_after_ship": missing,
+    "shapes": [list(w.shape) for w in weights],
+    "changed": bool(any(not np.array_equal(a, b) for a, b in zip(weights, start))),
+    "metrics": dict(reply.content["metrics"]),
+    "skipped": str(reply.content["info"]["skipped"]),
+    "tensorflow_loaded": any(m.split(".")[0] in ("tensorflow", "keras") for m in sys.modules),
+}))

@@ -1,0 +1,49 @@
+"""Shared test fixtures: where the repo, the venvs and ../shared live."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("FED_SHARED", REPO.parent / "shared"))
+WEIGHTS = SHARED / "models" / "mobilenet_v2_1.00_160_no_top.weights.h5"
+PHOTOS = SHARED / "datasets"
+AGENT_PYTHON = REPO / ".venv-agent" / "bin" / "python"
+
+needs_shared = pytest.mark.skipif(
+    not (WEIGHTS.is_file() and (PHOTOS / "dataset_client1").is_dir()),
+    reason=f"needs the shared photos and backbone weights under {SHARED}",
+)
+needs_agent_venv = pytest.mark.skipif(
+    not AGENT_PYTHON.exists(), reason="needs the agent venv (.venv-agent, made by `make test`)"
+)
+
+
+@pytest.fixture(scope="session")
+def agent_artifacts(tmp_path_factory) -> Path:
+    """backbone.tflite + trainer.tflite exported from the shared weights (once per session)."""
+    if not WEIGHTS.is_file():
+        pytest.skip(f"needs {WEIGHTS}")
+    from fed_coordinator.artifacts import export_agent_artifacts
+
+    return export_agent_artifacts(str(WEIGHTS), 2, tmp_path_factory.mktemp("exports"))
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
+    """Poll `predicate` until it returns a truthy value or the deadline passes."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+sys.path.insert(0, str(REPO / "tests"))

@@ -11,7 +11,8 @@ import argparse
 import importlib.util
 import socket
 import sys
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from . import logs
@@ -48,20 +49,35 @@ def prepare_data(data: str | None, work: Path, clients: int = 2) -> Path:
     return laid_out
 
 
-def run_local_campaign(data_root: Path, state_dir: Path, settings: CampaignSettings,
-                       clients: int = 2, on_event=lambda e: None):
-    """Start a SuperLink and one SuperNode per dataset_clientN, run one campaign, stop all."""
+@dataclass
+class LocalFleet:
+    link: SuperLink
+    nodes: list[SuperNodeProcess]
+    runner: CampaignRunner
+
+
+@contextmanager
+def local_fleet(data_root: Path, state_dir: Path, clients: int = 2):
+    """A SuperLink and one SuperNode per dataset_clientN on loopback; all stopped on exit."""
     log = logs.get_logger(component="demo")
     with ExitStack() as stack:
         link = SuperLink(state_dir / "superlink", port=free_port()).start()
         stack.callback(link.stop)
+        nodes = []
         for i in range(1, clients + 1):
             node = SuperNodeProcess(f"pi-{i}", link.address, data_root / f"dataset_client{i}",
                                     state_dir / f"agent-{i}", free_port()).start()
             stack.callback(node.stop)
+            nodes.append(node)
         cli = FlwrCli(state_dir / "flwr-cli", link.address)
-        runner = CampaignRunner(state_dir, cli, ModelRegistry(state_dir / "models"), log)
-        return runner.run(settings, on_event)
+        yield LocalFleet(link, nodes, CampaignRunner(state_dir, cli, ModelRegistry(state_dir / "models"), log))
+
+
+def run_local_campaign(data_root: Path, state_dir: Path, settings: CampaignSettings,
+                       clients: int = 2, on_event=lambda e: None):
+    """Start a local fleet, run one campaign, stop everything."""
+    with local_fleet(data_root, state_dir, clients) as fleet:
+        return fleet.runner.run(settings, on_event)
 
 
 def print_event(event: dict) -> None:

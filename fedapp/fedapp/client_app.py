@@ -7,11 +7,11 @@ embeddings from the embedding cache, both keyed by content hash.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
 
-import numpy as np
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -33,6 +33,17 @@ def _node_settings(context: Context) -> tuple[str, Path, Path]:
     cache_dir = Path(str(cfg.get("cache-dir", default_cache)))
     name = str(cfg.get("agent-name", f"node-{context.node_id}"))
     return name, data_dir, cache_dir
+
+
+def _write_status(context: Context, status: dict) -> None:
+    """Last training, for the agent daemon's heartbeat and `systemctl status` line."""
+    target = context.node_config.get("status-file")
+    if not target:
+        return
+    target = Path(str(target))
+    tmp = target.with_name(f".{target.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(status))
+    os.replace(tmp, target)
 
 
 @app.query("artifacts")
@@ -86,15 +97,21 @@ def train(msg: Message, context: Context) -> Message:
     )
     weights = trainer.get_weights()
     t_train = time.perf_counter() - t0 - t_embed
-    test_acc = accuracy(weights, x_test, y_test) if len(y_test) else float("nan")
+    test_acc = accuracy(weights, x_test, y_test) if len(y_test) else None
     log.info("trained", examples=len(y_train), loss=loss, accuracy=acc, test_accuracy=test_acc,
              embeddings_computed=cache.computed, embeddings_reused=cache.reused)
+    _write_status(context, {
+        "campaign": str(cfg.get("campaign", "")), "run_id": context.run_id,
+        "round": int(cfg.get("server-round", 0)), "time": time.time(),
+        "examples": int(len(y_train)), "train_accuracy": acc, "local_test_accuracy": test_acc,
+        "backbone_sha": str(cfg["backbone-sha"]),
+    })
 
     metrics = MetricRecord({
         "num-examples": int(len(y_train)),
         "train-loss": float(loss),
         "train-accuracy": float(acc),
-        "test-accuracy": float(0.0 if np.isnan(test_acc) else test_acc),
+        "test-accuracy": float(test_acc or 0.0),
         "test-examples": int(len(y_test)),
         "skipped-files": int(len(skipped)),
         "embed-seconds": float(t_embed),

@@ -139,6 +139,7 @@ def _run(grid: Grid, cfg, out: Path, progress: Progress, log) -> None:
         "learning-rate": float(cfg["learning-rate"]),
         "momentum": float(cfg["momentum"]),
         "seed": int(cfg["seed"]),
+        "campaign": out.name,
         "backbone-sha": shipping["shas"]["backbone"],
         "trainer-sha": shipping["shas"]["trainer"],
     })

@@ -1,0 +1,56 @@
+"""`fed-agent`: run the daemon, or check / print its configuration.
+
+Exit status 78 (EX_CONFIG) on a bad configuration: the unit's RestartPreventExitStatus=78
+keeps systemd from restarting a daemon that can only fail the same way again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+EX_CONFIG = 78
+DEFAULT_CONFIG = os.environ.get("FED_AGENT_CONFIG", "/etc/fed-agent/agent.yaml")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="fed-agent", description="Raspberry Pi fleet agent")
+    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG,
+                        help=f"config file (default {DEFAULT_CONFIG}, env FED_AGENT_CONFIG)")
+    parser.add_argument("command", nargs="?", default="run",
+                        choices=["run", "validate-config", "print-default-config"])
+    args = parser.parse_args(argv)
+
+    from .config import ConfigError, default_config_yaml, load_config
+    from .logs import configure
+
+    if args.command == "print-default-config":
+        sys.stdout.write(default_config_yaml())
+        return 0
+    try:
+        cfg = load_config(args.config)
+    except ConfigError as exc:
+        print(f"fed-agent: invalid configuration in {args.config}:\n{exc}", file=sys.stderr)
+        return EX_CONFIG
+    if args.command == "validate-config":
+        print(f"{args.config}: valid")
+        return 0
+
+    configure(cfg.logging.level)
+    import structlog
+
+    from .daemon import Agent
+
+    # Bound for every logger in the process (inbox, supervisor...): each line names the agent.
+    structlog.contextvars.bind_contextvars(agent=cfg.agent.name)
+    log = structlog.get_logger()
+    try:
+        return Agent(cfg, log).run()
+    except OSError as exc:
+        log.error("agent_failed", error=str(exc))
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

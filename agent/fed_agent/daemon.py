@@ -1,0 +1,161 @@
+"""The agent's main loop: supervise the SuperNode, ingest the inbox, tell systemd how we are.
+
+WATCHDOG=1 is sent from this loop only, and only while the loop's helpers are alive: if the
+loop hangs (or a helper thread died), the pings stop and systemd's WatchdogSec restarts us.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+
+from . import __version__
+from .health import system_snapshot
+from .heartbeat import HeartbeatSender
+from .inbox import Inbox
+from .notify import Notifier
+from .supervisor import SuperNodeSupervisor
+
+
+def split_host_port(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+class ReachabilityProbe(threading.Thread):
+    """Is the SuperLink's port reachable? (The SuperNode logs its retries only at DEBUG.)"""
+
+    def __init__(self, address: str, every: float = 3.0) -> None:
+        super().__init__(name="probe", daemon=True)
+        self.host, self.port = split_host_port(address)
+        self.every = every
+        self.reachable = False
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while True:
+            try:
+                with socket.create_connection((self.host, self.port), timeout=2):
+                    self.reachable = True
+            except OSError:
+                self.reachable = False
+            if self.stop_event.wait(self.every):
+                return
+
+
+class Agent:
+    def __init__(self, cfg, log, stop_timeout: float = 10.0) -> None:
+        self.cfg, self.log, self.stop_timeout = cfg, log, stop_timeout
+        self.notifier = Notifier()
+        self.supervisor = SuperNodeSupervisor(cfg, log)
+        self.inbox = Inbox(Path(cfg.agent.state_dir), list(cfg.labels),
+                           min_width=cfg.inbox.min_width, min_height=cfg.inbox.min_height,
+                           max_bytes=cfg.inbox.max_bytes, test_fraction=cfg.inbox.test_fraction,
+                           settle_seconds=cfg.inbox.settle_seconds)
+        self.probe = ReachabilityProbe(cfg.coordinator.superlink)
+        self.started = time.time()
+        self.counts: dict = self.inbox.counts()
+        self._lock = threading.Lock()
+        self.heartbeat = HeartbeatSender(cfg.coordinator.heartbeat_url, cfg.heartbeat.token_file,
+                                         cfg.heartbeat.interval, cfg.heartbeat.timeout,
+                                         self.snapshot, log)
+        self.stop_requested = threading.Event()
+
+    # -- state -------------------------------------------------------------------------
+    def connection_state(self) -> str:
+        if not self.supervisor.running():
+            return "restarting" if self.supervisor.restarts else "starting"
+        if not self.probe.reachable:
+            return "reconnecting"
+        return "connected" if self.supervisor.registered else "connecting"
+
+    def last_training(self) -> dict | None:
+        try:
+            return json.loads(self.supervisor.status_file.read_text())
+        except (OSError, ValueError):
+            return None
+
+    def snapshot(self) -> dict:
+        with self._lock:
+            counts = json.loads(json.dumps(self.counts))
+        return {
+            "agent": self.cfg.agent.name, "version": __version__,
+            "uptime_seconds": round(time.time() - self.started, 1),
+            "supernode": {"state": self.connection_state(), "node_id": self.supervisor.node_id,
+                          "restarts": self.supervisor.restarts,
+                          "last_exit": self.supervisor.last_exit},
+            "last_training": self.last_training(),
+            "model_version": (self.last_training() or {}).get("backbone_sha"),
+            "images": counts,
+            **system_snapshot(Path(self.cfg.agent.state_dir)),
+        }
+
+    def status_line(self) -> str:
+        state = self.connection_state()
+        parts = [f"{state} to {self.cfg.coordinator.superlink}"]
+        last = self.last_training()
+        if last:
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last["time"]))
+            acc = last.get("local_test_accuracy")
+            parts.append(f"last campaign {last.get('campaign') or last.get('run_id')} at {when}"
+                         + (f", local acc {acc:.2f}" if acc is not None else ""))
+        else:
+            parts.append("no campaign yet")
+        with self._lock:
+            c = self.counts
+        per_label = " ".join(f"{k} {v['train'] + v['test']}" for k, v in c["labels"].items())
+        parts.append(f"images {per_label}, {c['quarantined']} quarantined")
+        return "; ".join(parts)
+
+    # -- loop --------------------------------------------------------------------------
+    def healthy(self) -> bool:
+        return self.heartbeat.is_alive() and self.probe.is_alive()
+
+    def ingest(self) -> None:
+        report = self.inbox.ingest()
+        counts = self.inbox.counts()
+        with self._lock:
+            self.counts = counts
+        if report.accepted or report.quarantined:
+            self.log.info("inbox_ingested", accepted=len(report.accepted),
+                          quarantined=len(report.quarantined))
+
+    def run(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_requested.set())
+        signal.signal(signal.SIGINT, lambda *_: self.stop_requested.set())
+        wd = Notifier.watchdog_seconds()
+        tick = min(1.0, wd / 3) if wd else 1.0
+        self.ingest()
+        self.supervisor.poll()
+        self.probe.start()
+        self.heartbeat.start()
+        self.notifier.ready()
+        self.log.info("agent_ready", version=__version__, watchdog_seconds=wd,
+                      superlink=self.cfg.coordinator.superlink)
+        next_scan = time.monotonic() + self.cfg.inbox.scan_interval
+        while not self.stop_requested.wait(tick):
+            self.supervisor.poll()
+            if time.monotonic() >= next_scan:
+                self.ingest()
+                next_scan = time.monotonic() + self.cfg.inbox.scan_interval
+            self.notifier.status(self.status_line())
+            if self.healthy():
+                self.notifier.watchdog()
+            else:
+                self.log.error("agent_unhealthy", heartbeat_alive=self.heartbeat.is_alive(),
+                               probe_alive=self.probe.is_alive())
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        self.notifier.stopping()
+        self.notifier.status("stopping")
+        self.log.info("agent_stopping")
+        self.heartbeat.stop()
+        self.probe.stop_event.set()
+        self.supervisor.stop(self.stop_timeout)
+        self.log.info("agent_stopped")
+        return 0

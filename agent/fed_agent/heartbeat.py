@@ -1,0 +1,79 @@
+"""Heartbeats to the coordinator's fleet API, on their own thread.
+
+A slow or dead coordinator must never stall the agent's main loop (which feeds the systemd
+watchdog), so sending happens here, with a timeout per request and backoff between failed
+attempts. The token is read from its credentials file for every send (rotation needs no
+restart) and never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Callable
+
+
+class HeartbeatSender(threading.Thread):
+    def __init__(self, url: str, token_file: Path, interval: float, timeout: float,
+                 snapshot: Callable[[], dict], log) -> None:
+        super().__init__(name="heartbeat", daemon=True)
+        self.url, self.token_file = url, Path(token_file)
+        self.interval, self.timeout = interval, timeout
+        self.snapshot, self.log = snapshot, log
+        self.stop_event = threading.Event()
+        self.sent = 0
+        self.failures = 0
+        self.last_ok: float | None = None
+        self._warned_mode = False
+
+    def _token(self) -> str:
+        try:
+            mode = self.token_file.stat().st_mode
+            token = self.token_file.read_text().strip()
+        except OSError as exc:
+            raise RuntimeError(f"token file {self.token_file}: {exc.strerror}") from None
+        if mode & (stat.S_IRWXG | stat.S_IRWXO) and not self._warned_mode:
+            self._warned_mode = True
+            self.log.warning("token_file_too_open", file=str(self.token_file),
+                             mode=oct(stat.S_IMODE(mode)), expected="0600")
+        if not token:
+            raise RuntimeError(f"token file {self.token_file} is empty")
+        return token
+
+    def send_once(self) -> None:
+        body = json.dumps(self.snapshot()).encode()
+        req = urllib.request.Request(self.url, data=body, method="POST", headers={
+            "Content-Type": "application/json", "Authorization": f"Bearer {self._token()}"})
+        try:
+            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                resp.read(65536)
+        except urllib.error.HTTPError as exc:
+            detail = exc.read(500).decode(errors="replace")
+            raise RuntimeError(f"HTTP {exc.code} from {self.url}: {detail}") from None
+        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise RuntimeError(f"cannot reach {self.url}: {reason}") from None
+
+    def run(self) -> None:
+        delay = 0.0
+        while not self.stop_event.wait(delay):
+            try:
+                self.send_once()
+            except RuntimeError as exc:
+                self.failures += 1
+                delay = min(self.interval, 2.0 ** min(self.failures, 10))
+                self.log.warning("heartbeat_failed", error=str(exc), retry_in=delay,
+                                 failures=self.failures)
+                continue
+            if self.failures:
+                self.log.info("heartbeat_recovered", after_failures=self.failures)
+            self.failures, self.sent, self.last_ok = 0, self.sent + 1, time.time()
+            delay = self.interval
+
+    def stop(self) -> None:
+        self.stop_event.set()

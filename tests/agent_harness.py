@@ -1,0 +1,144 @@
+"""Real fed-agent processes for tests: a notify socket, a heartbeat endpoint, a config.
+
+Nothing here is a stand-in for our own code: the agent runs as the installed console script
+from the agent venv, under a NOTIFY_SOCKET the test owns, like systemd would start it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from conftest import REPO
+
+AGENT_BIN = REPO / ".venv-agent" / "bin"
+
+
+class NotifySocket:
+    """An AF_UNIX datagram socket collecting what the agent tells 'systemd'."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = str(path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(self.path)
+        self.sock.settimeout(0.2)
+        self.messages: list[tuple[float, str]] = []
+        self._stop = False
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        while not self._stop:
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            for line in data.decode().splitlines():
+                self.messages.append((time.monotonic(), line))
+
+    def lines(self, prefix: str, since: float = 0.0) -> list[str]:
+        return [m for t, m in list(self.messages) if m.startswith(prefix) and t >= since]
+
+    def close(self) -> None:
+        self._stop = True
+        self.sock.close()
+
+
+class HeartbeatServer:
+    """Loopback endpoint recording every heartbeat POST (body and headers)."""
+
+    def __init__(self, status: int = 200) -> None:
+        received = self.received = []
+        outer = self
+        self.status = status
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                received.append({"time": time.monotonic(), "headers": dict(self.headers),
+                                 "body": json.loads(body)})
+                self.send_response(outer.status)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(b'{"ok": true}')
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/api/v1/heartbeat"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def write_config(path: Path, state_dir: Path, superlink: str, heartbeat_url: str,
+                 token_file: Path, supernode_port: int, **overrides) -> Path:
+    cfg = {
+        "agent": {"name": "pi-test", "state_dir": str(state_dir)},
+        "coordinator": {"superlink": superlink, "insecure": True, "heartbeat_url": heartbeat_url},
+        "supernode": {"port": supernode_port, "restart_backoff_initial": 0.5,
+                      "restart_backoff_max": 4.0},
+        "heartbeat": {"interval": 5, "timeout": 3, "token_file": str(token_file)},
+        "inbox": {"scan_interval": 1, "settle_seconds": 0, "min_width": 32, "min_height": 32},
+        "labels": ["head", "hardhat"],
+        "logging": {"level": "info"},
+    }
+    for dotted, value in overrides.items():
+        section, key = dotted.split("__")
+        cfg[section][key] = value
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+class AgentProcess:
+    def __init__(self, config: Path, notify: NotifySocket, log_path: Path,
+                 watchdog_usec: int = 3_000_000) -> None:
+        env = dict(os.environ, NOTIFY_SOCKET=notify.path, WATCHDOG_USEC=str(watchdog_usec))
+        env.pop("WATCHDOG_PID", None)
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen([str(AGENT_BIN / "fed-agent"), "-c", str(config)],
+                                     stdout=self.log, stderr=subprocess.STDOUT, env=env,
+                                     start_new_session=True)
+
+    def children(self) -> list[int]:
+        try:
+            text = Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text()
+        except OSError:
+            return []
+        return [int(p) for p in text.split()]
+
+    def events(self) -> list[dict]:
+        out = []
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                out.append({"event": "<not json>", "line": line})
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        self.log.close()

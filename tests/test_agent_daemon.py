@@ -1,0 +1,118 @@
+"""fed-agent for real: notify protocol, watchdog, SuperNode supervision, reconnects, heartbeats."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from agent_harness import AgentProcess, HeartbeatServer, NotifySocket, write_config
+from conftest import needs_agent_venv, wait_for
+from fed_coordinator.demo import free_port
+from fed_coordinator.flower import FlwrCli, SuperLink
+
+pytestmark = needs_agent_venv
+SECRET = "tok-3f9a1c-never-in-logs"
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    link = SuperLink(tmp_path / "superlink", port=free_port()).start()
+    notify = NotifySocket(tmp_path / "notify.sock")
+    beats = HeartbeatServer()
+    token = tmp_path / "token"
+    token.write_text(SECRET + "\n")
+    token.chmod(0o600)
+    cfg = write_config(tmp_path / "agent.yaml", tmp_path / "state", link.address, beats.url,
+                       token, free_port())
+    agent = AgentProcess(cfg, notify, tmp_path / "agent.log")
+    cli = FlwrCli(tmp_path / "cli", link.address)
+    yield {"link": link, "notify": notify, "beats": beats, "agent": agent, "cli": cli,
+           "tmp": tmp_path}
+    agent.stop()
+    link.stop()
+    beats.close()
+    notify.close()
+
+
+def online_nodes(cli) -> list[str]:
+    return [n["node-id"] for n in cli.supernodes() if n["status"] == "online"]
+
+
+def test_ready_status_watchdog_and_heartbeat(fleet):
+    notify, agent = fleet["notify"], fleet["agent"]
+    wait_for(lambda: notify.lines("READY=1"), 30, what="READY=1")
+    wait_for(lambda: notify.lines("WATCHDOG=1"), 10, what="WATCHDOG=1")
+    node = wait_for(lambda: online_nodes(fleet["cli"]), 30, what="node online")
+    status = wait_for(lambda: [s for s in notify.lines("STATUS=") if s.startswith("STATUS=connected")],
+                      30, what="STATUS=connected")
+    assert fleet["link"].address in status[-1] and "no campaign yet" in status[-1]
+    beat = wait_for(lambda: [b for b in fleet["beats"].received
+                             if b["body"]["supernode"]["state"] == "connected"], 30, what="heartbeat")[0]
+    assert beat["headers"]["Authorization"] == f"Bearer {SECRET}"
+    body = beat["body"]
+    assert body["agent"] == "pi-test" and body["supernode"]["node_id"] == node[0]
+    assert body["images"]["labels"] == {"head": {"train": 0, "test": 0},
+                                        "hardhat": {"train": 0, "test": 0}}
+    assert body["disk_free_bytes"] > 0 and body["memory"]["total_bytes"] > 0
+    assert len(body["load"]) == 3 and "cpu_temperature_c" in body
+    # the secret is nowhere in the logs or in any process's command line
+    assert SECRET not in agent.log_path.read_text()
+    for pid in [agent.proc.pid, *agent.children()]:
+        assert SECRET not in Path(f"/proc/{pid}/cmdline").read_text()
+    assert all(e["event"] != "<not json>" for e in agent.events())
+
+
+def test_superlink_restart_node_comes_back(fleet):
+    link, cli = fleet["link"], fleet["cli"]
+    before = wait_for(lambda: online_nodes(cli), 30, what="node online")
+    os.killpg(link.proc.pid, signal.SIGKILL)
+    link.proc.wait()
+    wait_for(lambda: [s for s in fleet["notify"].lines("STATUS=") if "reconnecting" in s], 20,
+             what="STATUS=reconnecting")
+    time.sleep(3)  # keep it down for a few seconds, like a real outage
+    restarted = SuperLink(link.state_dir, port=link.port).start()
+    fleet["link"] = restarted
+    t0 = time.monotonic()
+    after = wait_for(lambda: online_nodes(cli), 30, what="node online after SuperLink restart")
+    assert time.monotonic() - t0 < 30
+    assert after == before  # same node id: the SuperLink kept it in its database
+    restarted.stop()
+
+
+def test_supernode_child_killed_is_restarted(fleet):
+    agent = fleet["agent"]
+    wait_for(lambda: online_nodes(fleet["cli"]), 30, what="node online")
+    first = wait_for(agent.children, 10, what="SuperNode child")[0]
+    os.kill(first, signal.SIGKILL)
+    second = wait_for(lambda: [p for p in agent.children() if p != first], 20, what="new child")[0]
+    assert second != first
+    exits = [e for e in agent.events() if e["event"] == "supernode_exited"]
+    assert exits and exits[0]["reason"] == "killed by signal SIGKILL" and exits[0]["agent"] == "pi-test"
+    wait_for(lambda: online_nodes(fleet["cli"]), 40, what="node online after child restart")
+
+
+def test_frozen_loop_stops_watchdog_pings(fleet):
+    notify, agent = fleet["notify"], fleet["agent"]
+    wait_for(lambda: notify.lines("WATCHDOG=1"), 30, what="WATCHDOG=1")
+    os.kill(agent.proc.pid, signal.SIGSTOP)
+    try:
+        time.sleep(0.5)  # a ping already in flight may still land
+        frozen_at = time.monotonic()
+        time.sleep(4)
+        assert notify.lines("WATCHDOG=1", since=frozen_at) == []
+    finally:
+        os.kill(agent.proc.pid, signal.SIGCONT)
+    resumed_at = time.monotonic()
+    wait_for(lambda: notify.lines("WATCHDOG=1", since=resumed_at), 5, what="pings after SIGCONT")
+
+
+def test_sigterm_stops_cleanly(fleet):
+    notify, agent = fleet["notify"], fleet["agent"]
+    wait_for(lambda: notify.lines("READY=1"), 30, what="READY=1")
+    child = wait_for(agent.children, 10, what="SuperNode child")[0]
+    agent.proc.send_signal(signal.SIGTERM)
+    assert agent.proc.wait(15) == 0
+    assert notify.lines("STOPPING=1")
+    assert not Path(f"/proc/{child}").exists() or "zombie" in Path(f"/proc/{child}/status").read_text()

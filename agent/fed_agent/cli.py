@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
-        print(f"fed-agent: invalid configuration in {args.config}:\n{exc}", file=sys.stderr)
+        where = f" in {args.config}:\n" if exc.errors else ": "
+        print(f"fed-agent: invalid configuration{where}{exc}", file=sys.stderr)
         return EX_CONFIG
     if args.command == "validate-config":
         print(f"{args.config}: valid")

@@ -17,10 +17,12 @@ PYTEST_ARGS ?=
 venv: $(VENV)/.installed $(AGENT_VENV)/.installed
 
 # Coordinator side: TensorFlow lives here and only here.
-$(VENV)/.installed: packaging/constraints-coordinator.txt coordinator/pyproject.toml fedapp/pyproject.toml
+# The agent package goes in too, for the tests only (its unit tests run in this venv; the
+# agent itself always runs from .venv-agent).
+$(VENV)/.installed: packaging/constraints-coordinator.txt coordinator/pyproject.toml fedapp/pyproject.toml agent/pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade "pip<27"
-	$(VENV)/bin/pip install -q -c packaging/constraints-coordinator.txt -e fedapp -e coordinator pytest
+	$(VENV)/bin/pip install -q -c packaging/constraints-coordinator.txt -e fedapp -e coordinator -e agent pytest
 	touch $@
 
 # Agent side (what a Pi runs): no TensorFlow, ever.

@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional, get_origin
+from typing import Annotated, Any, Literal, Optional, TypeVar, get_origin
 from urllib.parse import urlsplit
 
 import yaml
@@ -26,6 +26,7 @@ _PATTERN_HINTS = {  # what each pattern means, for people who do not read regula
     LABEL_PATTERN: "must be letters, digits, '_' or '-' only",
 }
 # host:port or [IPv6]:port; the IPv6 address and the port range are checked in code.
+M = TypeVar("M", bound=BaseModel)
 _HOST_PORT = re.compile(r"^(?:\[(?P<ipv6>[^\]]*)\]|(?P<host>[^\s:/\[\]]+)):(?P<port>[0-9]{1,5})$")
 
 
@@ -257,7 +258,12 @@ def _parse_yaml(path: Path, text: str) -> Any:
 
 
 def load_config(path: str | Path) -> AgentConfig:
-    """Read, parse and validate the config file; every failure is a ConfigError."""
+    """Read, parse and validate the agent's config file; every failure is a ConfigError."""
+    return load_model(path, AgentConfig)
+
+
+def load_model(path: str | Path, model: type[M]) -> M:
+    """Read a YAML file and validate it against `model` (shared with the coordinator)."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}", path)
@@ -269,10 +275,11 @@ def load_config(path: str | Path) -> AgentConfig:
     if not isinstance(data, dict):
         kinds = {type(None): "empty", list: "a list", str: "plain text", int: "a number", float: "a number"}
         kind = kinds.get(type(data), f"a {type(data).__name__}")
-        raise ConfigError(f"{path}: the top level must be a mapping of sections (agent:, coordinator:, ...)"
+        sections = ", ".join(f"{name}:" for name in list(model.model_fields)[:2])
+        raise ConfigError(f"{path}: the top level must be a mapping of sections ({sections} ...)"
                           f" but the file is {kind}", path)
     try:
-        return AgentConfig.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         lines = format_validation_error(exc)
         raise ConfigError("\n".join(lines), path, lines) from None  # callers add the file name
@@ -281,8 +288,13 @@ def load_config(path: str | Path) -> AgentConfig:
 def default_config_yaml() -> str:
     """A commented sample config that loads as-is: every key with its description and
     default, or (required keys, root_certificates) a working example value to replace."""
-    out = ["# fed-agent configuration (YAML). Unknown keys are errors.", ""]
-    for section, sfield in AgentConfig.model_fields.items():
+    return sample_yaml(AgentConfig, "fed-agent")
+
+
+def sample_yaml(root: type[BaseModel], program: str) -> str:
+    """The commented sample of any sectioned config model (shared with the coordinator)."""
+    out = [f"# {program} configuration (YAML). Unknown keys are errors.", ""]
+    for section, sfield in root.model_fields.items():
         out.append(f"# {sfield.description}")
         model = sfield.annotation
         if get_origin(model) is not None or not (isinstance(model, type) and issubclass(model, BaseModel)):

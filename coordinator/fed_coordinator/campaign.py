@@ -54,6 +54,10 @@ class Outcome:
     skipped_files: dict[str, list] = field(default_factory=dict)
 
 
+def new_campaign_id() -> str:
+    return time.strftime("c%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+
+
 def preflight(s: CampaignSettings) -> Path:
     """Fail at start, with a clear message, on a config that cannot work."""
     from fedapp.images import check_label_folders
@@ -89,8 +93,9 @@ class CampaignRunner:
         self.state_dir, self.cli, self.registry, self.log = Path(state_dir), cli, registry, log
         self.app_dir = app_dir
 
-    def run(self, s: CampaignSettings, on_event: Callable[[dict], None] = lambda e: None) -> Outcome:
-        cid = time.strftime("c%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
+    def run(self, s: CampaignSettings, on_event: Callable[[dict], None] = lambda e: None,
+            cid: str | None = None) -> Outcome:
+        cid = cid or new_campaign_id()
         log = self.log.bind(campaign=cid)
         out = self.state_dir / "campaigns" / cid
         out.mkdir(parents=True)
@@ -112,6 +117,7 @@ class CampaignRunner:
             })
             log = log.bind(run=outcome.run_id)
             log.info("campaign_submitted", rounds=s.rounds)
+            on_event({"event": "submitted", "run_id": outcome.run_id})
             self._watch(s, out, outcome, on_event, log)
             if outcome.status == "completed":
                 self._register(s, out, outcome, log)

@@ -55,6 +55,9 @@ class SuperLink:
     port: int = 9093
     extra_args: list[str] = field(default_factory=list)
     insecure: bool = True
+    # False inside the service: the SuperLink then shares the service's process group, so
+    # whatever kills the service (systemd's cgroup, a test's killpg) takes it down too.
+    new_session: bool = True
     proc: subprocess.Popen | None = None
 
     @property
@@ -74,19 +77,25 @@ class SuperLink:
         log = open(self.state_dir / "superlink.log", "ab")
         self.proc = subprocess.Popen(
             self.command(), stdout=log, stderr=subprocess.STDOUT,
-            env=flower_env(self.state_dir / "flwr-superlink"), start_new_session=True,
+            env=flower_env(self.state_dir / "flwr-superlink"), start_new_session=self.new_session,
         )
         log.close()
         wait_http_ok(f"http://{self.address}/health", timeout)
         return self
 
+    def _signal(self, sig: int) -> None:
+        if self.new_session:
+            os.killpg(self.proc.pid, sig)
+        else:
+            self.proc.send_signal(sig)
+
     def stop(self, timeout: float = 20.0) -> None:
         if self.proc and self.proc.poll() is None:
-            os.killpg(self.proc.pid, 15)
+            self._signal(15)
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, 9)
+                self._signal(9)
                 self.proc.wait()
 
 

@@ -50,6 +50,15 @@ class ModelRegistry:
             fcntl.flock(fh, fcntl.LOCK_EX)
             yield
 
+    def cleanup(self) -> list[str]:
+        """Remove what a crash mid-registration left (never visible as a model anyway)."""
+        removed = []
+        with self._lock():
+            for stale in self.root.glob(".incoming-*"):
+                shutil.rmtree(stale, ignore_errors=True)
+                removed.append(stale.name)
+        return removed
+
     def versions(self) -> list[int]:
         found = []
         for child in self.root.iterdir():

@@ -1,0 +1,120 @@
+"""fed-coordinator's YAML config: one pydantic schema, errors addressed by path, exit 78.
+
+The loading and error wording are shared with the agent (`fed_agent.config.load_model`), so
+both daemons speak the same "At 'section.key': ..." language.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, Optional
+
+from fed_agent.config import ConfigError, load_model, sample_yaml
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+__all__ = ["ConfigError", "CoordinatorConfig", "load_config", "default_config_yaml"]
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class ServiceSection(BaseModel):
+    model_config = _STRICT
+    state_dir: Path = Field(Path("/var/lib/fed-coordinator"),
+                            description="SQLite state, SuperLink database, model registry")
+
+
+class SuperLinkSection(BaseModel):
+    model_config = _STRICT
+    host: str = Field("127.0.0.1", description="bind address; keep loopback and expose only "
+                      "/v1/fleet/ through the reverse proxy (the Control API has no auth)")
+    port: int = Field(9093, ge=1024, le=65535, description="SuperLink HTTP port")
+    ssl_certfile: Optional[Path] = Field(None, description="TLS certificate (none: plain HTTP)")
+    ssl_keyfile: Optional[Path] = Field(None, description="TLS private key")
+    ssl_ca_certfile: Optional[Path] = Field(None, description="CA certificate")
+    enable_supernode_auth: bool = Field(False, description="accept only registered node keys")
+
+
+class ApiSection(BaseModel):
+    model_config = _STRICT
+    host: str = Field("127.0.0.1", description="fleet API bind address")
+    port: int = Field(8080, ge=1024, le=65535, description="fleet API port")
+    max_body_bytes: int = Field(65536, ge=1024, le=10_000_000, description="largest heartbeat accepted")
+    online_after_seconds: float = Field(180, ge=10, description="a heartbeat younger than this means online")
+
+
+class CampaignSection(BaseModel):
+    model_config = _STRICT
+    server_data_dir: Path = Field(Path("/var/lib/fed-coordinator/server-data"),
+                                  description="folder with test/<label>/ photos for server evaluation")
+    weights: str = Field("imagenet", description="backbone weights: imagenet or a .h5 file")
+    labels: list[str] = Field(["head", "hardhat"], min_length=2, description="class labels, output order")
+    rounds: int = Field(6, ge=1, le=1000, description="federated rounds per campaign")
+    local_epochs: int = Field(20, ge=1, le=1000, description="local epochs per round")
+    batch_size: int = Field(8, ge=1, le=4096, description="local batch size")
+    learning_rate: float = Field(0.01, gt=0, le=10, description="SGD learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    seed: int = Field(0, ge=0, description="seed of the server-side head initialisation")
+    min_nodes: int = Field(2, ge=1, description="agents wanted per round")
+    min_completed_nodes: int = Field(1, ge=1, description="agents that must finish a round")
+    node_wait_seconds: float = Field(120, ge=1, description="how long a round waits for agents")
+    round_timeout_seconds: float = Field(600, ge=5, description="a round ends at this deadline")
+    deadline_seconds: float = Field(3600, ge=10, description="a campaign is stopped at this deadline")
+
+
+class ScheduleSection(BaseModel):
+    model_config = _STRICT
+    cron: str = Field("0 2 * * *", description="when campaigns are due (cron, in timezone)")
+    timezone: str = Field("UTC", description="IANA time zone of the cron expression")
+    random_delay_seconds: float = Field(900, ge=0, description="random delay after each slot")
+    min_agents: int = Field(2, ge=1, description="agents online needed to start")
+    retry_interval_seconds: float = Field(600, ge=1, description="retry a skipped slot this often")
+    retry_window_seconds: float = Field(10800, ge=0, description="give a slot up after this")
+    catch_up: bool = Field(True, description="run once for a slot missed while down")
+
+
+class ChampionSection(BaseModel):
+    model_config = _STRICT
+    margin: float = Field(0.0, ge=0, le=1, description="accuracy a new model must add to the champion's")
+
+
+class EdgeImpulseSection(BaseModel):
+    model_config = _STRICT
+    api_key_file: Path = Field(Path("/etc/fed-coordinator/edge-impulse.key"),
+                               description="file holding the API key (mode 0600); absent: no deploys")
+    endpoint: Optional[str] = Field(None, description="API endpoint (default: Edge Impulse's)")
+    device: str = Field("raspberry-pi-4", description="device to profile for")
+    targets: list[str] = Field(["zip", "runner-linux-aarch64"], min_length=1, description="deploy targets")
+    connect_timeout: float = Field(10, gt=0, le=300, description="seconds")
+    read_timeout: float = Field(120, gt=0, le=3600, description="seconds")
+    job_timeout: float = Field(1800, gt=0, description="seconds a build job may take")
+    retry_initial_seconds: float = Field(60, ge=1, description="first retry of a failed deploy")
+    retry_max_seconds: float = Field(3600, ge=1, description="longest wait between retries")
+
+
+class LoggingSection(BaseModel):
+    model_config = _STRICT
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower(cls, value):
+        return value.lower() if isinstance(value, str) else value
+
+
+class CoordinatorConfig(BaseModel):
+    model_config = _STRICT
+    service: ServiceSection = Field(default_factory=ServiceSection, description="where state lives")
+    superlink: SuperLinkSection = Field(default_factory=SuperLinkSection, description="Flower SuperLink child")
+    api: ApiSection = Field(default_factory=ApiSection, description="fleet API and status page")
+    campaign: CampaignSection = Field(default_factory=CampaignSection, description="what each campaign does")
+    schedule: ScheduleSection = Field(default_factory=ScheduleSection, description="when campaigns run")
+    champion: ChampionSection = Field(default_factory=ChampionSection, description="model promotion gate")
+    edge_impulse: EdgeImpulseSection = Field(default_factory=EdgeImpulseSection, description="deploys")
+    logging: LoggingSection = Field(default_factory=LoggingSection, description="structlog JSON")
+
+
+def load_config(path: str | Path) -> CoordinatorConfig:
+    return load_model(path, CoordinatorConfig)
+
+
+def default_config_yaml() -> str:
+    return sample_yaml(CoordinatorConfig, "fed-coordinator")

@@ -1,0 +1,90 @@
+"""The HTML status page: fleet table and per-round server accuracy, rendered on the server.
+
+The chart is inline SVG made here: the page must work on a coordinator with no internet (no
+CDN scripts) and in any browser, and a person reading it needs nothing interactive.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+
+
+def accuracy_chart(campaigns: list[dict], width: int = 640, height: int = 260) -> str:
+    pad_l, pad_b, pad_t, pad_r = 48, 32, 16, 16
+    runs = [c for c in reversed(campaigns) if c.get("rounds")][-6:]
+    max_round = max((r["round"] for c in runs for r in c["rounds"]), default=1) or 1
+    plot_w, plot_h = width - pad_l - pad_r, height - pad_t - pad_b
+
+    def xy(rnd: float, acc: float) -> tuple[float, float]:
+        return pad_l + plot_w * rnd / max_round, pad_t + plot_h * (1 - acc)
+
+    parts = [f'<svg id="accuracy-chart" xmlns="http://www.w3.org/2000/svg" width="{width}" '
+             f'height="{height}" role="img" aria-label="server accuracy per round">',
+             f'<rect x="{pad_l}" y="{pad_t}" width="{plot_w}" height="{plot_h}" fill="#fafafa" stroke="#ccc"/>']
+    for tick in (0, 0.25, 0.5, 0.75, 1.0):
+        _, y = xy(0, tick)
+        parts.append(f'<line x1="{pad_l}" x2="{pad_l + plot_w}" y1="{y}" y2="{y}" stroke="#eee"/>'
+                     f'<text x="{pad_l - 6}" y="{y + 4}" font-size="11" text-anchor="end">{tick:.2f}</text>')
+    for rnd in range(0, max_round + 1):
+        x, _ = xy(rnd, 0)
+        parts.append(f'<text x="{x}" y="{height - 12}" font-size="11" text-anchor="middle">{rnd}</text>')
+    for i, c in enumerate(runs):
+        color = COLORS[i % len(COLORS)]
+        points = [xy(r["round"], r["server_accuracy"] or 0) for r in c["rounds"]]
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+        parts.append(f'<polyline class="series" data-campaign="{html.escape(c["id"])}" fill="none" '
+                     f'stroke="{color}" stroke-width="2" points="{path}"/>')
+        parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"/>' for x, y in points]
+    if not runs:
+        parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no rounds yet</text>')
+    parts.append("</svg>")
+    legend = "".join(f'<li><span style="color:{COLORS[i % len(COLORS)]}">&#9632;</span> '
+                     f'{html.escape(c["id"])} ({html.escape(c["status"])})</li>'
+                     for i, c in enumerate(runs))
+    return "".join(parts) + f'<ul class="legend">{legend}</ul>'
+
+
+def _age(seconds: float | None) -> str:
+    if seconds is None:
+        return "never"
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def render_status_page(fleet: list[dict], campaigns: list[dict], models: list[dict],
+                       champion: int | None) -> str:
+    esc = html.escape
+    rows = []
+    for a in fleet:
+        images = a.get("images") or {}
+        per_label = ", ".join(f"{k} {v['train'] + v['test']}" for k, v in (images.get("labels") or {}).items())
+        last = a.get("last_training") or {}
+        acc = last.get("local_test_accuracy")
+        rows.append(
+            f'<tr class="agent" data-agent="{esc(a["name"])}"><td>{esc(a["name"])}</td>'
+            f'<td class="{"online" if a["online"] else "offline"}">{"online" if a["online"] else "offline"}</td>'
+            f'<td>{esc(str(a.get("supernode_state") or "-"))}</td><td>{_age(a["heartbeat_age_seconds"])}</td>'
+            f'<td>{esc(per_label or "-")}</td><td>{images.get("quarantined", "-")}</td>'
+            f'<td>{esc(str(last.get("campaign") or "-"))}</td><td>{"-" if acc is None else f"{acc:.2f}"}</td></tr>')
+    camp_rows = "".join(
+        f'<tr><td>{esc(c["id"])}</td><td>{esc(c["trigger"])}</td><td>{esc(c["status"])}</td>'
+        f'<td>{esc(c["reason"] or "")}</td><td>{c["model_version"] or "-"}</td></tr>' for c in campaigns)
+    model_rows = "".join(
+        f'<tr><td>v{m["version"]}{" (champion)" if m["version"] == champion else ""}</td>'
+        f'<td>{esc(m["status"])}</td><td>{"-" if m["score"] is None else f"{m["score"]:.3f}"}</td>'
+        f'<td>{esc(m["reason"])}</td></tr>' for m in models[:10])
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>fed-coordinator</title>
+<meta http-equiv="refresh" content="30">
+<style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse;margin-bottom:1.5em}}
+td,th{{border:1px solid #ccc;padding:4px 8px;font-size:14px}} .online{{color:#080}} .offline{{color:#b00}}
+.legend{{list-style:none;padding:0;font-size:13px}}</style></head><body>
+<h1>Federated fleet</h1><p>Updated {stamp}</p>
+<h2>Agents</h2><table id="fleet"><tr><th>agent</th><th>heartbeat</th><th>SuperNode</th><th>last seen</th>
+<th>images</th><th>quarantined</th><th>last campaign</th><th>local acc</th></tr>{"".join(rows)}</table>
+<h2>Server accuracy per round</h2>{accuracy_chart(campaigns)}
+<h2>Campaigns</h2><table id="campaigns"><tr><th>id</th><th>trigger</th><th>status</th><th>reason</th><th>model</th></tr>{camp_rows}</table>
+<h2>Models</h2><table id="models"><tr><th>version</th><th>status</th><th>score</th><th>reason</th></tr>{model_rows}</table>
+</body></html>"""

@@ -70,6 +70,26 @@ class ScheduleSection(BaseModel):
     retry_window_seconds: float = Field(10800, ge=0, description="give a slot up after this")
     catch_up: bool = Field(True, description="run once for a slot missed while down")
 
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, value: str) -> str:
+        from croniter import croniter
+
+        if not croniter.is_valid(value):
+            raise ValueError(f"not a valid cron expression (got {value!r})")
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone (got {value!r})") from None
+        return value
+
 
 class ChampionSection(BaseModel):
     model_config = _STRICT

@@ -52,7 +52,8 @@ def validate(cfg: ScheduleConfig) -> None:
         raise ValueError(f"timezone: unknown time zone {cfg.timezone!r}") from None
     for name in ("random_delay_seconds", "retry_interval_seconds", "retry_window_seconds"):
         value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) \
+                or not math.isfinite(value) or value < 0:
             raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
     if cfg.retry_interval_seconds <= 0:  # 0 would record a skip every second
         raise ValueError("retry_interval_seconds: must be > 0")
@@ -82,27 +83,18 @@ def _utc(value: datetime, what: str = "now") -> datetime:
 class Scheduler:
     """Holds which slot is being worked on; everything in it survives a restart via state()."""
 
-    def __init__(self, cfg: ScheduleConfig, state: dict | None = None, rng: random.Random | None = None) -> None:
+    def __init__(self, cfg: ScheduleConfig, state: dict | None = None,
+                 rng: random.Random | None = None) -> None:
         validate(cfg)
         self.cfg, self._tz, self._rng = cfg, ZoneInfo(cfg.timezone), rng or random.Random()
         self._last: datetime | None = None  # latest slot handled (or when the schedule began)
         self._delays: dict[str, float] = {}  # drawn delay per future slot, so a restart keeps it
         self._cur: dict | None = None  # the slot being waited for / retried
         self._notice: Decision | None = None  # a skip to report on the next decide()
+        self._floor: datetime | None = None  # old mark kept when the schedule itself changed
         if state:
             try:
-                if state.get("version") != _STATE_VERSION:
-                    raise ValueError(f"version {state.get('version')!r}")
-                self._last = _utc(datetime.fromisoformat(state["last_handled"]), "state") \
-                    if state.get("last_handled") else None
-                if (state.get("cron"), state.get("timezone")) == (cfg.cron, cfg.timezone):
-                    self._delays = {k: float(v) for k, v in (state.get("delays") or {}).items()}
-                    cur = state.get("current")
-                    self._cur = dict(cur, **{k: _utc(datetime.fromisoformat(cur[k]), "state")
-                                             for k in ("slot", "next_try", "deadline")}) if cur else None
-                elif self._last is not None:
-                    self._last = None  # schedule changed: begin afresh; decide() keeps the old mark
-                    self._changed_from = _utc(datetime.fromisoformat(state["last_handled"]), "state")
+                self._load(state)
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise ValueError(f"state: not a scheduler state ({exc})") from None
         # A restart (state with a handled slot) is checked for missed slots on the first decide().
@@ -111,30 +103,41 @@ class Scheduler:
     # -- persistence ------------------------------------------------------------------------
     def state(self) -> dict:
         """JSON-serialisable snapshot; pass it back to __init__ after a restart."""
-        cur = None
-        if self._cur:
-            cur = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in self._cur.items()}
+        cur = {k: (v.isoformat() if isinstance(v, datetime) else v) for k, v in (self._cur or {}).items()}
         return {"version": _STATE_VERSION, "cron": self.cfg.cron, "timezone": self.cfg.timezone,
                 "last_handled": self._last.isoformat() if self._last else None,
-                "delays": dict(self._delays), "current": cur}
+                "delays": dict(self._delays), "current": cur or None}
+
+    def _load(self, state: dict) -> None:
+        def when(text: str) -> datetime:
+            return _utc(datetime.fromisoformat(text), "state")
+
+        if state.get("version") != _STATE_VERSION:
+            raise ValueError(f"version {state.get('version')!r}")
+        self._last = when(state["last_handled"]) if state.get("last_handled") else None
+        if (state.get("cron"), state.get("timezone")) != (self.cfg.cron, self.cfg.timezone):
+            self._floor, self._last = self._last, None  # schedule changed: afresh, no catch-up
+            return
+        self._delays = {when(k).isoformat(): float(v) for k, v in (state.get("delays") or {}).items()}
+        if cur := state.get("current"):
+            self._cur = {k: cur[k] for k in ("skips", "catch_up", "older", "problem")}
+            self._cur.update({k: when(cur[k]) for k in ("slot", "next_try", "deadline")})
 
     # -- slot arithmetic ----------------------------------------------------------------------
     def _resolve(self, wall: datetime) -> datetime:
         """Naive local wall time -> UTC instant: first occurrence if repeated, jump end if skipped."""
-        while True:
+        for _ in range(2 * 24 * 60):  # a gap is at most a day (Samoa skipped 2011-12-30)
             inst = wall.replace(tzinfo=self._tz, fold=0).astimezone(UTC)
             if inst.astimezone(self._tz).replace(tzinfo=None) == wall:
                 return inst
             wall += timedelta(minutes=1)  # inside the spring-forward gap
+        raise RuntimeError(f"time zone {self.cfg.timezone}: no valid time after {wall}")
 
     def _walls(self, start: datetime, backwards: bool):
         it = croniter(self.cfg.cron, start.replace(tzinfo=UTC), ret_type=datetime)
         for _ in range(_MAX_STEPS):
             yield (it.get_prev if backwards else it.get_next)(datetime).replace(tzinfo=None)
         raise RuntimeError(f"cron {self.cfg.cron!r}: no slot within {_MAX_STEPS} steps")
-
-    def _fold0(self, t: datetime) -> datetime:
-        return t.astimezone(self._tz).replace(tzinfo=None, fold=0).replace(tzinfo=self._tz).astimezone(UTC)
 
     def next_slot(self, t: datetime) -> datetime:
         """First slot strictly after instant t (_resolve is monotone, so start at t's wall time)."""
@@ -145,7 +148,8 @@ class Scheduler:
 
     def prev_slot(self, t: datetime) -> datetime:
         """Latest slot at or before t; the margin covers t in the second pass of a repeated hour."""
-        start = t.astimezone(self._tz).replace(tzinfo=None) + (t - self._fold0(t)) + timedelta(seconds=1)
+        wall = t.astimezone(self._tz).replace(tzinfo=None, fold=0)
+        start = wall + (t - wall.replace(tzinfo=self._tz).astimezone(UTC)) + timedelta(seconds=1)
         for wall in self._walls(start, backwards=True):
             if (inst := self._resolve(wall)) <= t:
                 return inst
@@ -154,22 +158,23 @@ class Scheduler:
     def _label(self, slot: datetime) -> str:
         return f"nightly slot {slot.astimezone(self._tz):%Y-%m-%d %H:%M} {self.cfg.timezone}"
 
-    def _hhmm(self, t: datetime) -> str:
-        return f"{t.astimezone(self._tz):%H:%M}"
-
     # -- bookkeeping -----------------------------------------------------------------------
-    def _record(self, slot: datetime, first_try: datetime, deadline: datetime, catch_up: bool = False,
-                missed: int = 0) -> dict:
+    @staticmethod
+    def _record(slot: datetime, first_try: datetime, deadline: datetime, catch_up: bool = False,
+                older: str = "0") -> dict:
         return {"slot": slot, "next_try": first_try, "deadline": deadline, "skips": 0,
-                "catch_up": catch_up, "missed": missed, "problem": None}
+                "catch_up": catch_up, "older": older, "problem": None}
+
+    def _deadline(self, slot: datetime) -> datetime:
+        """Retry window end, cut at the next slot so two slots are never pending at once."""
+        return min(slot + timedelta(seconds=self.cfg.retry_window_seconds), self.next_slot(slot))
 
     def _normal(self, slot: datetime) -> dict:
-        """Fire time drawn once per slot; the window is cut at the next slot so two never overlap."""
+        """Fire time = slot + a delay drawn once per slot and kept in state across restarts."""
         key = slot.isoformat()
         if key not in self._delays:
             self._delays[key] = self._rng.uniform(0, self.cfg.random_delay_seconds)
-        deadline = min(slot + timedelta(seconds=self.cfg.retry_window_seconds), self.next_slot(slot))
-        return self._record(slot, slot + timedelta(seconds=self._delays[key]), deadline)
+        return self._record(slot, slot + timedelta(seconds=self._delays[key]), self._deadline(slot))
 
     def _handled(self, slot: datetime) -> None:
         if self._last is None or slot > self._last:
@@ -183,20 +188,20 @@ class Scheduler:
         count, s = 0, self.next_slot(self._last)
         while s <= recent and count < _COUNT_CAP:
             count, s = count + 1, self.next_slot(s)
-        many = f"{count}{'+' if count >= _COUNT_CAP else ''}"
+        plus = "+" if count >= _COUNT_CAP else ""
         if not self.cfg.catch_up:
             self._handled(recent)
-            self._notice = Decision("skip", recent, f"{self._label(recent)}: {many} slot(s) missed while "
-                                    "the service was down; catch-up disabled")
+            self._notice = Decision("skip", recent, f"{self._label(recent)}: {count}{plus} slot(s) "
+                                    "missed while the service was down; catch-up disabled")
             return self._normal(self.next_slot(recent))
         if count > 1:
             self._handled(self.prev_slot(recent - timedelta(microseconds=1)))
         deadline = min(now + timedelta(seconds=self.cfg.retry_window_seconds), self.next_slot(now))
-        return self._record(recent, now, deadline, catch_up=True, missed=count)
+        return self._record(recent, now, deadline, catch_up=True, older=f"{count - 1}{plus}")
 
     def _sync(self, now: datetime) -> dict:
         if self._last is None:  # first start ever: no catch-up, begin with the next slot
-            self._last = max(now, getattr(self, "_changed_from", now))
+            self._last = max(now, self._floor or now)
         if self._restoring:
             self._restoring = False
             recent = self.prev_slot(now)
@@ -207,8 +212,8 @@ class Scheduler:
             slot = self.next_slot(self._last)
             if slot <= now:  # passed already: fine if it is the latest and its window is open
                 recent = self.prev_slot(now)
-                rec = self._normal(slot)
-                self._cur = rec if recent == slot and now <= rec["deadline"] else self._missed(now, recent)
+                ok = recent == slot and now <= self._deadline(slot)
+                self._cur = self._normal(slot) if ok else self._missed(now, recent)
             else:
                 self._cur = self._normal(slot)
         return self._cur
@@ -238,7 +243,8 @@ class Scheduler:
                             f"({cur['skips']} skip(s){why})", catch_up)
         if now < cur["next_try"]:
             what = "retry" if cur["skips"] else "fire"
-            return Decision("idle", slot, f"waiting to {what} {label} at {self._hhmm(cur['next_try'])}", catch_up)
+            at = f"{cur['next_try'].astimezone(self._tz):%H:%M}"
+            return Decision("idle", slot, f"waiting to {what} {label} at {at}", catch_up)
         if campaign_running:
             problem = "a campaign is already running"
         elif agents_online < self.cfg.min_agents:
@@ -246,18 +252,17 @@ class Scheduler:
         else:
             self._handled(slot)  # never "start" twice, even if mark_started() never comes
             if catch_up:
-                older = cur["missed"] - 1
-                more = f"; {older} older missed slot(s) dropped" if older > 0 else ""
+                older = cur["older"]
+                more = f"; {older} older missed slot(s) dropped" if older != "0" else ""
                 return Decision("start", slot, f"{self._label(slot)} missed while the service was down "
                                 f"(caught up once{more})", True)
             after = f" after {cur['skips']} skip(s)" if cur["skips"] else ""
             return Decision("start", slot, f"{label}{after}")
-        interval = timedelta(seconds=self.cfg.retry_interval_seconds)
-        nxt = cur["next_try"]
-        while nxt <= now:
-            nxt += interval
+        interval = timedelta(seconds=self.cfg.retry_interval_seconds)  # next fire + k * interval > now
+        nxt = cur["next_try"] + interval * ((now - cur["next_try"]) // interval + 1)
         cur.update(next_try=nxt, skips=cur["skips"] + 1, problem=problem)
-        return Decision("skip", slot, f"{label}: {problem}; retrying until {self._hhmm(cur['deadline'])}", catch_up)
+        until = f"{cur['deadline'].astimezone(self._tz):%H:%M}"
+        return Decision("skip", slot, f"{label}: {problem}; retrying until {until}", catch_up)
 
     def mark_started(self, slot: datetime) -> None:
         """The service started a campaign for `slot` (or ran one by hand): never start it again."""

@@ -53,12 +53,19 @@ class Coordinator:
         self.cli = FlwrCli(root / "flwr-cli", self._control_address(), insecure=cfg.superlink.ssl_certfile is None,
                            root_certificates=cfg.superlink.ssl_ca_certfile)
         self.runner = CampaignRunner(root, self.cli, self.registry, log)
-        self.scheduler = Scheduler(ScheduleConfig(**cfg.schedule.model_dump()), self.state.get("scheduler"))
+        self.scheduler = self._scheduler(ScheduleConfig(**cfg.schedule.model_dump()))
         self.deployer = DeployWorker(self.state, self.registry, cfg.edge_impulse, log)
         self.stop = threading.Event()
         self.campaign: threading.Thread | None = None
         self.link_restarts = 0
         self._online = (0, 0.0)
+
+    def _scheduler(self, schedule: ScheduleConfig) -> Scheduler:
+        try:
+            return Scheduler(schedule, self.state.get("scheduler"))
+        except ValueError as exc:  # a damaged saved state must not crash-loop the service
+            self.log.error("scheduler_state_reset", reason=str(exc))
+            return Scheduler(schedule, None)
 
     def _superlink_tls_args(self) -> list[str]:
         s = self.cfg.superlink

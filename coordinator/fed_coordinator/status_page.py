@@ -71,9 +71,12 @@ def render_status_page(fleet: list[dict], campaigns: list[dict], models: list[di
     camp_rows = "".join(
         f'<tr><td>{esc(c["id"])}</td><td>{esc(c["trigger"])}</td><td>{esc(c["status"])}</td>'
         f'<td>{esc(c["reason"] or "")}</td><td>{c["model_version"] or "-"}</td></tr>' for c in campaigns)
+    def score(m: dict) -> str:
+        return "-" if m["score"] is None else f"{m['score']:.3f}"
+
     model_rows = "".join(
         f'<tr><td>v{m["version"]}{" (champion)" if m["version"] == champion else ""}</td>'
-        f'<td>{esc(m["status"])}</td><td>{"-" if m["score"] is None else f"{m["score"]:.3f}"}</td>'
+        f'<td>{esc(m["status"])}</td><td>{score(m)}</td>'
         f'<td>{esc(m["reason"])}</td></tr>' for m in models[:10])
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>fed-coordinator</title>

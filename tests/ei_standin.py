@@ -50,7 +50,8 @@ def zip_artifact(version: int, target: str, model_sha256: str) -> bytes:
 def eim_artifact(version: int, target: str, model_sha256: str) -> bytes:
     """An ELF-ish blob (magic + a line naming the version)."""
     return (b"\x7fELF\x02\x01\x01" + b"\0" * 9
-            + f"stand-in runner {target} deploymentVersion={version} model={model_sha256}\n".encode())
+            + f"stand-in runner {target} deploymentVersion={version} "
+              f"model={model_sha256}\n".encode())
 
 
 def artifact_for(version: int, target: str, model_sha256: str) -> tuple[str | None, bytes]:
@@ -217,7 +218,8 @@ class EIStandIn:
             h.close_connection = True
 
     def _json(self, h: _Handler, status: int, payload: dict, headers: dict | None = None) -> None:
-        self._raw(h, status, json.dumps(payload).encode(), headers, "application/json; charset=utf-8")
+        self._raw(h, status, json.dumps(payload).encode(), headers,
+                  "application/json; charset=utf-8")
 
     def _raw(self, h: _Handler, status: int, data: bytes, headers: dict | None = None,
              ctype: str = "application/octet-stream") -> None:
@@ -337,11 +339,12 @@ class EIStandIn:
 
     def _model_info(self) -> dict:
         if not self.uploads:
-            return {"success": False, "error": "No pretrained model", "specificDeviceSelected": False,
-                    "availableModelTypes": []}
+            return {"success": False, "error": "No pretrained model",
+                    "specificDeviceSelected": False, "availableModelTypes": []}
         up = self.uploads[-1]
         model: dict = {"fileName": up["name"] or "model",
-                       "inputs": [{"dataType": "float32", "name": "pixels", "shape": [1, 160, 160, 3]}],
+                       "inputs": [{"dataType": "float32", "name": "pixels",
+                                   "shape": [1, 160, 160, 3]}],
                        "outputs": [{"dataType": "float32", "name": "probabilities",
                                     "shape": [1, self.output_classes]}],
                        "supportsTFLite": True}
@@ -350,10 +353,12 @@ class EIStandIn:
             model["profileInfo"] = {
                 "float32": {"variant": "float32", "device": device,
                             "tfliteFileSizeBytes": len(up["bytes"]), "isSupportedOnMcu": False,
-                            "memory": {"tflite": {"ram": 900_000, "rom": 2_600_000, "arenaSize": 800_000}},
+                            "memory": {"tflite": {"ram": 900_000, "rom": 2_600_000,
+                                                  "arenaSize": 800_000}},
                             "timePerInferenceMs": 42, "customMetrics": [], "hasPerformance": True},
                 "table": {"variant": "float32",
-                          "lowEndMcu": _mcu("Cortex-M0+", False), "highEndMcu": _mcu("Cortex-M7", False),
+                          "lowEndMcu": _mcu("Cortex-M0+", False),
+                          "highEndMcu": _mcu("Cortex-M7", False),
                           "highEndMcuPlusAccelerator": _mcu("Cortex-M55 + Ethos-U55", False),
                           "mpu": {"description": "Cortex-A72", "supported": True,
                                   "timePerInferenceMs": 42, "rom": 2_600_000.0},

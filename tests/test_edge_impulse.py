@@ -66,7 +66,8 @@ def test_success_stores_new_version_profile_and_executable_eim(standin, model_fi
     assert standin.last_upload == model_file.read_bytes()
     assert standin.saved == {"input": {"inputType": "image", "inputScaling": "0..255"},
                              "model": {"modelType": "classification", "labels": LABELS}}
-    assert [b["request"] for b in standin.builds] == [{"engine": "tflite", "modelType": "float32"}] * 2
+    assert [b["request"] for b in standin.builds] == [
+        {"engine": "tflite", "modelType": "float32"}] * 2
     assert result.deployment_versions == {"zip": 2, "runner-linux-aarch64": 3}
     # the exact versions were downloaded, not "latest"
     assert standin.count(r"/deployment/history/2/download$") == 1
@@ -127,7 +128,8 @@ def test_hung_server_is_bounded_by_read_timeout(standin, model_file, tmp_path):
     standin.hang(r"/jobs/\d+/status$", 30)
     t0 = time.monotonic()
     with pytest.raises(DeployError) as info:
-        make(standin, read_timeout=2, max_attempts=2, backoff=0.2).deploy(model_file, LABELS, tmp_path)
+        deployer = make(standin, read_timeout=2, max_attempts=2, backoff=0.2)
+        deployer.deploy(model_file, LABELS, tmp_path)
     elapsed = time.monotonic() - t0
     assert info.value.retryable is True
     assert "timed out" in str(info.value).lower()
@@ -149,6 +151,19 @@ def test_failed_build_is_not_accepted(standin, model_file, tmp_path, events):
     assert standin.count(r"/jobs/build-ondevice-model$", "POST") == 1  # no immediate rebuild
     assert not (tmp_path / "edge-impulse").exists()
     assert not named(events, "ei_download")
+
+
+def test_job_over_job_timeout_is_cancelled_and_retryable(standin, model_file, tmp_path):
+    make(standin).deploy(model_file, LABELS, tmp_path / "first")  # builds v2
+    standin.job_polls = 1000  # from now on no job finishes
+    t0 = time.monotonic()
+    with pytest.raises(DeployError) as info:
+        make(standin, job_timeout=1.5).deploy(model_file, LABELS, tmp_path / "second")
+    assert info.value.retryable is True and "timed out" in str(info.value)
+    assert time.monotonic() - t0 < 10
+    assert standin.count(r"/jobs/\d+/cancel$", "POST") == 1  # the SDK cancelled it
+    assert standin.count(r"/pretrained-model/upload$") == 3  # no immediate second try
+    assert not (tmp_path / "second").exists()
 
 
 def test_bad_api_key_fails_fast_and_is_never_shown(standin, model_file, tmp_path, events, caplog):

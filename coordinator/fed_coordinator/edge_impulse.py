@@ -44,21 +44,23 @@ class DeployResult:
 
 
 def read_api_key(path: str | Path) -> str | None:
-    """The key in `path`; None if there is no such file. The file must be mode 0600 and not empty."""
+    """The key in `path`; None if there is no such file. It must be mode 0600 and not empty."""
     p = Path(path)
     try:
         fd = os.open(p, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise DeployError(f"cannot read the Edge Impulse API key file {p}: {exc.strerror}", False)
+        raise DeployError(f"cannot read the Edge Impulse API key file {p}: {exc.strerror}",
+                          False) from None
     with os.fdopen(fd, "rb") as fh:
         st = os.fstat(fh.fileno())
         if not stat.S_ISREG(st.st_mode):
             raise DeployError(f"Edge Impulse API key file {p} is not a regular file", False)
         if st.st_mode & 0o077:
-            raise DeployError(f"Edge Impulse API key file {p} has mode {stat.S_IMODE(st.st_mode):04o}:"
-                              f" group/others may read it; it must be 0600 (chmod 600 {p})", False)
+            raise DeployError(f"Edge Impulse API key file {p} has mode "
+                              f"{stat.S_IMODE(st.st_mode):04o}: group/others may read it; it must "
+                              f"be 0600 (chmod 600 {p})", False)
         key = fh.read(4096).decode("utf-8", "replace").strip()
     if not key:
         raise DeployError(f"Edge Impulse API key file {p} is empty", False)
@@ -73,7 +75,7 @@ def _default_log():
 
 def _safe_name(name: str | None, target: str) -> str:
     base = os.path.basename((name or "").replace("\\", "/")).strip()
-    if not base or base in (".", "..") or base.startswith(".") or not re.fullmatch(r"[\w.+=-]+", base):
+    if not base or base.startswith(".") or not re.fullmatch(r"[\w.+=-]+", base):
         return f"{target}.eim" if target.startswith("runner-") else f"{target}.zip"
     return base
 
@@ -97,10 +99,11 @@ def _atomic_write(path: Path, data: bytes, mode: int) -> None:
 
 
 class EdgeImpulseDeployer:
-    def __init__(self, api_key: str, *, endpoint: str | None = None, device: str = "raspberry-pi-4",
-                 targets: Sequence[str] = ("zip",), connect_timeout: float = 10,
-                 read_timeout: float = 120, job_timeout: float = 1800, max_attempts: int = 3,
-                 backoff: float = 2.0, log=None) -> None:
+    def __init__(self, api_key: str, *, endpoint: str | None = None,
+                 device: str = "raspberry-pi-4", targets: Sequence[str] = ("zip",),
+                 connect_timeout: float = 10, read_timeout: float = 120,
+                 job_timeout: float = 1800, max_attempts: int = 3, backoff: float = 2.0,
+                 log=None) -> None:
         if not api_key or not api_key.strip():
             raise DeployError("no Edge Impulse API key", False)
         if not targets or isinstance(targets, str):
@@ -111,7 +114,8 @@ class EdgeImpulseDeployer:
         self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
         self.device, self.targets = device, list(dict.fromkeys(targets))
         self.connect_timeout, self.read_timeout = float(connect_timeout), float(read_timeout)
-        self.job_timeout, self.max_attempts, self.backoff = float(job_timeout), int(max_attempts), backoff
+        self.job_timeout, self.max_attempts = float(job_timeout), int(max_attempts)
+        self.backoff = float(backoff)
         self.log = log if log is not None else _default_log()
 
     def __repr__(self) -> str:  # never the key
@@ -144,7 +148,8 @@ class EdgeImpulseDeployer:
             summary = self._summary(prof)
             f32 = summary.get("float32") or {}
             self.log.info("ei_profile", device=self.device,
-                          latency_ms=f32.get("timePerInferenceMs"), model_bytes=f32.get("tfliteFileSizeBytes"))
+                          latency_ms=f32.get("timePerInferenceMs"),
+                          model_bytes=f32.get("tfliteFileSizeBytes"))
 
             staged = []
             for target in self.targets:
@@ -154,10 +159,11 @@ class EdgeImpulseDeployer:
 
                 job = self._step("build", build, target=target)
                 self.log.info("ei_build", target=target, version=job.version, job=job.job_id)
-                name, data = self._step("download", lambda: s.download_version(job.project_id, job.version),
-                                        target=target)
+                name, data = self._step("download", lambda job=job: s.download_version(
+                    job.project_id, job.version), target=target)
                 name = _safe_name(name, target)
-                self.log.info("ei_download", target=target, version=job.version, file=name, bytes=len(data))
+                self.log.info("ei_download", target=target, version=job.version, file=name,
+                              bytes=len(data))
                 staged.append((target, name, data, job.version))
         return self._store(out_dir, staged, summary)
 
@@ -225,7 +231,8 @@ class EdgeImpulseDeployer:
         return {"device": self.device, "specificDeviceSelected": doc.get("specificDeviceSelected"),
                 "availableModelTypes": doc.get("availableModelTypes"),
                 "inputs": model.get("inputs"), "outputs": model.get("outputs"),
-                "float32": info.get("float32"), "int8": info.get("int8"), "table": info.get("table")}
+                "float32": info.get("float32"), "int8": info.get("int8"),
+                "table": info.get("table")}
 
     def _store(self, out_dir: Path, staged: list, summary: dict) -> DeployResult:
         base = out_dir / "edge-impulse"
@@ -242,9 +249,11 @@ class EdgeImpulseDeployer:
                 artifacts[target], versions[target] = str(path), version
             profile = dict(summary, deployment_versions=versions)
             profile_path = base / "profile.json"
-            _atomic_write(profile_path, json.dumps(profile, indent=2, sort_keys=True).encode(), 0o644)
-        except OSError as exc:
+            _atomic_write(profile_path, json.dumps(profile, indent=2, sort_keys=True).encode(),
+                          0o644)
+        except OSError as exc:  # e.g. a full disk: worth another try later
             raise DeployError(f"cannot store the Edge Impulse artifacts under {base}: "
-                              f"{redact(str(exc), self._key)}", False) from exc
-        self.log.info("ei_stored", artifacts=artifacts, versions=versions, profile=str(profile_path))
+                              f"{redact(str(exc), self._key)}", True) from exc
+        self.log.info("ei_stored", artifacts=artifacts, versions=versions,
+                      profile=str(profile_path))
         return DeployResult(artifacts, versions, str(profile_path), profile)

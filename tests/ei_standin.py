@@ -13,8 +13,8 @@ Fault knobs, settable while it runs:
 Records: `counts` ("METHOD /path" -> n), `count(regex, method=None)`, `last_upload` (bytes of
 the last uploaded model), `uploads`, `saved` (last pretrained-model/save body), `builds`.
 
-The history starts with version 1 of every "zip" and runner target already built (an older
-artifact), so new builds get deploymentVersion 2, 3, ...
+The history starts (unless seed_history=False) with version 1 of "zip" and the runner targets
+already built (an older artifact), so new builds get deploymentVersion 2, 3, ...
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ class _Server(ThreadingHTTPServer):
 
 class EIStandIn:
     def __init__(self, api_key: str = "ei_standin_key_0123456789abcdef", project_id: int = 4242,
-                 output_classes: int = 2, job_polls: int = 0) -> None:
+                 output_classes: int = 2, job_polls: int = 0, seed_history: bool = True) -> None:
         self.api_key, self.project_id = api_key, project_id
         self.output_classes = output_classes  # second dimension of the model's output
         self.job_polls = job_polls  # status polls before a job reports finished
@@ -118,7 +118,7 @@ class EIStandIn:
         self._next_version = 2
         self._profiled_device: str | None = None
         self._history: dict[int, dict] = {}
-        for target in TARGETS:
+        for target in TARGETS if seed_history else ():
             if target == "zip" or target.startswith("runner-"):
                 name, data = artifact_for(1, target, "older-model")
                 self._history.setdefault(1, {})[target] = {"ok": True, "name": name, "data": data}

@@ -138,14 +138,17 @@ def test_hung_server_is_bounded_by_read_timeout(standin, model_file, tmp_path):
     assert not (tmp_path / "edge-impulse").exists()
 
 
-def test_failed_build_is_not_accepted(standin, model_file, tmp_path, events):
-    standin.build_fails = True
-    with pytest.raises(DeployError) as info:
-        make(standin).deploy(model_file, LABELS, tmp_path)
+@pytest.mark.parametrize("older_artifact", [True, False])
+def test_failed_build_is_not_accepted(older_artifact, model_file, tmp_path, events):
+    with EIStandIn(seed_history=older_artifact) as standin:
+        standin.build_fails = True
+        with pytest.raises(DeployError) as info:
+            make(standin).deploy(model_file, LABELS, tmp_path)
     assert info.value.retryable is True
     assert "build job" in str(info.value) and "failed" in str(info.value)
     assert standin.builds[-1]["ok"] is False
-    # the SDK fetched "latest" (the older v1); we neither downloaded nor stored anything
+    # the SDK fetched "latest": the older v1, or a 404 if there is none. We neither downloaded
+    # nor stored anything
     assert standin.count(r"/deployment/download$") == 1
     assert standin.count(r"/deployment/history/\d+/download$") == 0
     assert standin.count(r"/jobs/build-ondevice-model$", "POST") == 1  # no immediate rebuild
@@ -236,3 +239,18 @@ def test_standin_answers_validate_against_sdk_models(standin, model_file, tmp_pa
     for model, doc in checks:
         assert doc["success"] is True, (model, doc)
         model.parse_obj(doc)  # raises on any missing or mistyped field
+
+
+def test_session_redacts_sdk_logs_and_restores_sdk_globals(standin, model_file, caplog):
+    import edgeimpulse as ei
+
+    from fed_coordinator.ei_http import sdk_session
+
+    before = (ei.API_KEY, ei.API_ENDPOINT)
+    with sdk_session(standin.api_key, standin.endpoint, 2, 2):
+        assert (ei.API_KEY, ei.API_ENDPOINT) == (standin.api_key, standin.endpoint)
+        # what edgeimpulse_api logs with its debug switch on: a body holding the project key
+        logging.getLogger("edgeimpulse_api.rest").warning(
+            "response body: %s", json.dumps({"developmentKeys": {"apiKey": standin.api_key}}))
+    assert '"apiKey": "***"' in caplog.text and standin.api_key not in caplog.text
+    assert (ei.API_KEY, ei.API_ENDPOINT) == before

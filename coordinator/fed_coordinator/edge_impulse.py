@@ -195,6 +195,11 @@ class EdgeImpulseDeployer:
                                  error=str(classify(sdk_error, self._key)))
             return job
         if finished:
+            from edgeimpulse.exceptions import TimeoutException
+
+            if isinstance(sdk_error, TimeoutException):  # over job_timeout, the SDK cancelled it
+                raise sdk_error
+            # a failed build; the SDK may have fetched an older "latest" or got a 404 for it
             raise DeployError(f"Edge Impulse build job {job.job_id} for target {target} failed "
                               f"(deploymentVersion {job.version})", True)
         if sdk_error is not None:

@@ -1,0 +1,89 @@
+"""The deploy queue: a failed deploy stays pending across a restart and is retried later."""
+
+import json
+import time
+
+import pytest
+import structlog
+
+from conftest import wait_for
+from ei_standin import EIStandIn
+from fed_coordinator.config import EdgeImpulseSection
+from fed_coordinator.deploy_queue import DeployWorker
+from fed_coordinator.registry import ModelRegistry
+from fed_coordinator.state import State
+
+
+@pytest.fixture(scope="module")
+def tiny_model_bytes():
+    pytest.importorskip("edgeimpulse", reason="the edgeimpulse SDK is installed by `make test`")
+    import keras
+
+    from fed_coordinator.model import to_tflite_float32
+
+    inputs = keras.Input((160, 160, 3))
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))
+    return to_tflite_float32(keras.Model(inputs, outputs))
+
+
+@pytest.fixture
+def setup(tmp_path, tiny_model_bytes):
+    reg = ModelRegistry(tmp_path / "models")
+
+    def build(folder):
+        (folder / "model_float32.tflite").write_bytes(tiny_model_bytes)
+        return {"labels": ["head", "hardhat"]}
+
+    reg.register(build)
+    with EIStandIn() as standin:
+        key_file = tmp_path / "ei.key"
+        key_file.write_text(standin.api_key)
+        key_file.chmod(0o600)
+        cfg = EdgeImpulseSection(api_key_file=key_file, endpoint=standin.endpoint, targets=["zip"],
+                                 connect_timeout=2, read_timeout=10, job_timeout=30,
+                                 retry_initial_seconds=1, retry_max_seconds=4)
+        yield tmp_path, reg, standin, cfg
+
+
+def worker(path, reg, cfg):
+    st = State(path / "c.db")
+    st.recover()
+    return st, DeployWorker(st, reg, cfg, structlog.get_logger())
+
+
+def test_failed_build_stays_pending_across_restart_then_succeeds(setup):
+    path, reg, standin, cfg = setup
+    st, w = worker(path, reg, cfg)
+    st.deployment_queued(1)
+    standin.build_fails = True
+    w.process_due()
+    dep = st.deployments()[0]
+    assert dep["status"] == "pending" and dep["attempts"] == 1
+    assert dep["last_error"] and dep["next_attempt_at"] > time.time()
+    assert not (reg.path(1) / "edge-impulse" / "zip").exists()  # no artifact accepted
+    st.close()  # the coordinator restarts
+
+    st, w = worker(path, reg, cfg)
+    builds = len(standin.builds)
+    w.process_due()  # not due yet: no retry storm after a restart
+    assert st.deployments()[0]["attempts"] == 1 and len(standin.builds) == builds
+    standin.build_fails = False
+    due = st.deployments()[0]["next_attempt_at"]
+    wait_for(lambda: time.time() >= due, 10, interval=0.1, what="retry time")
+    w.process_due()
+    dep = st.deployments()[0]
+    assert dep["status"] == "succeeded" and dep["attempts"] == 2
+    result = json.loads(dep["result"])
+    assert result["deployment_versions"]["zip"] >= 2
+    assert (reg.path(1) / "edge-impulse" / "zip").is_dir()
+
+
+def test_bad_key_fails_without_retrying(setup):
+    path, reg, standin, cfg = setup
+    cfg.api_key_file.write_text("not-the-key")
+    st, w = worker(path, reg, cfg)
+    st.deployment_queued(1)
+    w.process_due()
+    dep = st.deployments()[0]
+    assert dep["status"] == "failed" and dep["attempts"] == 1
+    assert "rejected the API key" in dep["last_error"] and "not-the-key" not in dep["last_error"]

@@ -16,7 +16,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from conftest import REPO
+from conftest import REPO, read_json_lines
 
 AGENT_BIN = REPO / ".venv-agent" / "bin"
 
@@ -121,13 +121,7 @@ class AgentProcess:
         return [int(p) for p in text.split()]
 
     def events(self) -> list[dict]:
-        out = []
-        for line in self.log_path.read_text(errors="replace").splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                out.append({"event": "<not json>", "line": line})
-        return out
+        return read_json_lines(self.log_path)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

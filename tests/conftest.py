@@ -33,6 +33,36 @@ def agent_artifacts(tmp_path_factory) -> Path:
     return export_agent_artifacts(str(WEIGHTS), 2, tmp_path_factory.mktemp("exports"))
 
 
+def copy_small_dataset(dst: Path, per_label: int = 20) -> Path:
+    """The shared layout with `per_label` training photos per label per client (short rounds)."""
+    import shutil
+
+    for client in ("dataset_client1", "dataset_client2"):
+        for label in ("head", "hardhat"):
+            out = dst / client / "train" / label
+            out.mkdir(parents=True)
+            for f in sorted((PHOTOS / client / "train" / label).iterdir())[:per_label]:
+                shutil.copy(f, out / f.name)
+    shutil.copytree(PHOTOS / "dataset_server" / "test", dst / "dataset_server" / "test")
+    return dst
+
+
+def read_json_lines(path: Path, offset: int = 0) -> list[dict]:
+    """A JSON-lines log from byte `offset` on; a line that is not JSON is kept as such."""
+    import json
+
+    with open(path, "rb") as fh:
+        fh.seek(offset)
+        text = fh.read().decode(errors="replace")
+    out = []
+    for line in text.splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            out.append({"event": "<not json>", "line": line})
+    return out
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
     """Poll `predicate` until it returns a truthy value or the deadline passes."""
     import time

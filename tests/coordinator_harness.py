@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -10,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import REPO, wait_for
+from conftest import REPO, read_json_lines, wait_for
 
 BIN = REPO / ".venv" / "bin"
 
@@ -48,16 +47,7 @@ class CoordinatorProcess:
                                      start_new_session=True)
 
     def events(self) -> list[dict]:
-        out = []
-        with open(self.log_path, "rb") as fh:
-            fh.seek(self.offset)
-            text = fh.read().decode(errors="replace")
-        for line in text.splitlines():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                out.append({"event": "<not json>", "line": line})
-        return out
+        return read_json_lines(self.log_path, self.offset)
 
     def wait_ready(self, timeout: float = 90) -> None:
         def ready():

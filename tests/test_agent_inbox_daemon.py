@@ -3,7 +3,6 @@
 import io
 import json
 
-import pytest
 from PIL import Image
 
 from agent_harness import AgentProcess, HeartbeatServer, NotifySocket, write_config

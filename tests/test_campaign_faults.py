@@ -1,11 +1,10 @@
 """A bad night must end: a node lost mid-campaign or a run past its deadline never hangs."""
 
-import shutil
 import time
 
 import pytest
 
-from conftest import PHOTOS, WEIGHTS, needs_agent_venv, needs_shared
+from conftest import WEIGHTS, copy_small_dataset, needs_agent_venv, needs_shared
 from fed_coordinator.campaign import CampaignSettings
 from fed_coordinator.demo import local_fleet
 
@@ -14,16 +13,7 @@ pytestmark = [needs_shared, needs_agent_venv]
 
 @pytest.fixture
 def small_data(tmp_path):
-    """The shared layout with 20 training photos per label per client (rounds stay short)."""
-    data = tmp_path / "data"
-    for client in ("dataset_client1", "dataset_client2"):
-        for label in ("head", "hardhat"):
-            dst = data / client / "train" / label
-            dst.mkdir(parents=True)
-            for f in sorted((PHOTOS / client / "train" / label).iterdir())[:20]:
-                shutil.copy(f, dst / f.name)
-    shutil.copytree(PHOTOS / "dataset_server" / "test", data / "dataset_server" / "test")
-    return data
+    return copy_small_dataset(tmp_path / "data")
 
 
 def test_node_killed_mid_campaign_completes_with_the_rest(tmp_path, small_data):

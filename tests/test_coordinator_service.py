@@ -8,7 +8,7 @@ import urllib.request
 
 import pytest
 
-from conftest import PHOTOS, REPO, WEIGHTS, needs_agent_venv, needs_shared, wait_for
+from conftest import REPO, WEIGHTS, copy_small_dataset, needs_agent_venv, needs_shared, wait_for
 from coordinator_harness import BIN, CoordinatorProcess, fedctl, write_coordinator_config
 from fed_coordinator.demo import free_port
 from fed_coordinator.local_fleet import SuperNodeProcess
@@ -18,21 +18,10 @@ from fed_coordinator.state import State
 pytestmark = [needs_shared, needs_agent_venv]
 
 
-def small_copy(dst):
-    for client in ("dataset_client1", "dataset_client2"):
-        for label in ("head", "hardhat"):
-            out = dst / client / "train" / label
-            out.mkdir(parents=True)
-            for f in sorted((PHOTOS / client / "train" / label).iterdir())[:20]:
-                shutil.copy(f, out / f.name)
-    shutil.copytree(PHOTOS / "dataset_server" / "test", dst / "dataset_server" / "test")
-    return dst
-
-
 @pytest.fixture(scope="module")
 def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("coordinator")
-    data = small_copy(root / "data")
+    data = copy_small_dataset(root / "data")
     sl_port, api_port = free_port(), free_port()
     cfg = write_coordinator_config(root / "coordinator.yaml", root / "state", data, WEIGHTS,
                                    sl_port, api_port)
@@ -175,3 +164,76 @@ def test_coordinator_killed_mid_campaign(env):
     assert v2["status"] in ("champion", "rejected")
     if v2["status"] == "rejected":  # both scores are on record
         assert "does not beat champion v1" in v2["reason"]
+
+
+def test_promote_rollback_and_deploy_by_hand(env):
+    cfg = env["cfg"]
+    models = json.loads(fedctl(cfg, "--json", "models").stdout)
+    champion = models["champion"]
+    other = next(m["version"] for m in models["models"] if m["version"] != champion)
+    out = fedctl(cfg, "promote", "99")
+    assert out.returncode == 1 and "no registered model v99" in out.stdout
+    out = fedctl(cfg, "promote", str(champion))
+    assert out.returncode == 1 and "already the champion" in out.stdout
+    deploys_before = len(json.loads(fedctl(cfg, "--json", "deploys").stdout)["deployments"])
+    assert fedctl(cfg, "promote", str(other)).returncode == 0
+    models = {m["version"]: m for m in json.loads(fedctl(cfg, "--json", "models").stdout)["models"]}
+    assert models[other]["champion"] and models[champion]["status"] == "retired"
+    out = fedctl(cfg, "rollback")
+    assert out.returncode == 0 and f"v{champion} is the champion again" in out.stdout
+    models = json.loads(fedctl(cfg, "--json", "models").stdout)
+    assert models["champion"] == champion
+    assert {m["version"]: m["status"] for m in models["models"]}[other] == "rolled-back"
+    assert fedctl(cfg, "deploy", "1").returncode == 0
+    deploys = json.loads(fedctl(cfg, "--json", "deploys").stdout)["deployments"]
+    assert len(deploys) == deploys_before + 3  # promote, rollback and deploy each queued one
+
+
+def superlink_and_serverapp_pids(coord) -> list[int]:
+    """The SuperLink child and the ServerApp process of its running campaign."""
+    from pathlib import Path
+
+    kids = Path(f"/proc/{coord.proc.pid}/task/{coord.proc.pid}/children").read_text().split()
+    link = next(int(p) for p in kids if "flower-superlink" in Path(f"/proc/{p}/cmdline").read_text())
+    link_argv = Path(f"/proc/{link}/cmdline").read_text().split("\0")
+    port = link_argv[link_argv.index("--port") + 1]
+    apps = []
+    for proc in Path("/proc").iterdir():
+        try:
+            argv = (proc / "cmdline").read_text().split("\0")
+        except OSError:
+            continue
+        if any(a.endswith("flwr-serverapp") for a in argv) and f"127.0.0.1:{port}" in argv:
+            apps.append(int(proc.name))
+    return [link, *apps]
+
+
+def test_campaign_resubmitted_once_after_superlink_restart(env):
+    import os
+    import signal
+
+    cfg, root = env["cfg"], env["root"]
+    state = State(root / "state" / "coordinator.db")
+    assert fedctl(cfg, "run-now").returncode == 0
+    first = wait_for(lambda: (c := state.running_campaign()) and c["run_id"] and c, 60,
+                     what="campaign submitted")
+    wait_for(lambda: state.campaigns(1)[0]["rounds"], 120, what="first round")
+    # A crash that takes the run with it: the SuperLink and the run's ServerApp die. (When
+    # only the SuperLink restarts, Flower 1.42 lets the ServerApp reconnect and finish.)
+    pids = wait_for(lambda: (p := superlink_and_serverapp_pids(env["coord"])) and len(p) >= 2 and p,
+                    30, what="the run's ServerApp process")
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+
+    def resubmitted_done():
+        camps = state.campaigns(20)
+        again = [c for c in camps if c["trigger"] == "resubmit" and c["status"] != "running"]
+        return again[0] if again else None
+
+    again = wait_for(resubmitted_done, 400, interval=2, what="resubmitted campaign finished")
+    assert again["status"] == "completed", again["reason"]
+    original = next(c for c in state.campaigns(20) if c["id"] == first["id"])
+    assert original["status"] == "failed"
+    events = env["coord"].events()
+    assert any(e.get("event") == "superlink_exited" for e in events)
+    assert [e["campaign"] for e in events if e.get("event") == "campaign_resubmitted"] == [first["id"]]

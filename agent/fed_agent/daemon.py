@@ -62,7 +62,7 @@ class Agent:
         self._lock = threading.Lock()
         self.heartbeat = HeartbeatSender(cfg.coordinator.heartbeat_url, cfg.heartbeat.token_file,
                                          cfg.heartbeat.interval, cfg.heartbeat.timeout,
-                                         self.snapshot, log)
+                                         self.snapshot, log, ca_file=cfg.coordinator.root_certificates)
         self.stop_requested = threading.Event()
 
     # -- state -------------------------------------------------------------------------

@@ -9,6 +9,7 @@ restart) and never logged.
 from __future__ import annotations
 
 import json
+import ssl
 import stat
 import threading
 import time
@@ -20,8 +21,10 @@ from typing import Callable
 
 class HeartbeatSender(threading.Thread):
     def __init__(self, url: str, token_file: Path, interval: float, timeout: float,
-                 snapshot: Callable[[], dict], log) -> None:
+                 snapshot: Callable[[], dict], log, ca_file: Path | None = None) -> None:
         super().__init__(name="heartbeat", daemon=True)
+        # HTTPS to the coordinator is verified against the fleet's own CA when one is given.
+        self.ssl_context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
         self.url, self.token_file = url, Path(token_file)
         self.interval, self.timeout = interval, timeout
         self.snapshot, self.log = snapshot, log
@@ -50,7 +53,7 @@ class HeartbeatSender(threading.Thread):
         req = urllib.request.Request(self.url, data=body, method="POST", headers={
             "Content-Type": "application/json", "Authorization": f"Bearer {self._token()}"})
         try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+            with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl_context) as resp:
                 resp.read(65536)
         except urllib.error.HTTPError as exc:
             detail = exc.read(500).decode(errors="replace")

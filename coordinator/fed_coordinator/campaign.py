@@ -149,7 +149,14 @@ class CampaignRunner:
                 outcome.reason = f"deadline of {s.deadline_seconds:.0f}s reached"
                 return
             time.sleep(1.0)
-            info = self.cli.status(outcome.run_id)
+            try:
+                info = self.cli.status(outcome.run_id)
+            except FlwrError as exc:
+                # The SuperLink may be restarting (its state survives in --database); keep
+                # polling until the run's real outcome is known or the deadline passes.
+                log.warning("superlink_unreachable", error=str(exc)[:300])
+                time.sleep(2.0)
+                continue
             status = info.get("status", "")
             details = info.get("status-details", "") or ""
         outcome.status = status.split(":", 1)[1] if ":" in status else status

@@ -167,7 +167,12 @@ def _command(args, kind: str, arg: str | None = None) -> int:
 
 
 def cmd_agent_add(args) -> int:
-    token = _state(args).add_agent(args.name)
+    st = _state(args)
+    known = {a["name"] for a in st.agents()}
+    if args.if_missing and args.name in known and args.token_file and Path(args.token_file).is_file():
+        print(f"agent {args.name}: already registered, token file kept")
+        return 0
+    token = st.add_agent(args.name)
     if args.token_file:
         path = Path(args.token_file)
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -178,6 +183,30 @@ def cmd_agent_add(args) -> int:
     else:
         print(token)
     return 0
+
+
+def cmd_node_register(args) -> int:
+    """`flwr supernode register` against the local SuperLink; a key already there is fine."""
+    import subprocess
+
+    from .flower import BIN_DIR, flower_env
+
+    home = _state_dir(args) / "flwr-cli"
+    if not (home / "config.toml").is_file():
+        raise SystemExit(f"fedctl: {home}/config.toml missing (start fed-coordinator first)")
+    proc = subprocess.run([str(BIN_DIR / "flwr"), "supernode", "register", args.public_key, "fleet",
+                           "--name", args.name, "--format", "json"], capture_output=True, text=True,
+                          env=flower_env(home), timeout=60)
+    try:
+        data = json.loads(proc.stdout)
+    except ValueError:
+        data = {"success": False, "error-message": (proc.stdout + proc.stderr)[-500:]}
+    message = str(data.get("error-message", ""))
+    if data.get("success") or "already" in message.lower():
+        print(f"node {args.name}: registered" + (" (already)" if not data.get("success") else ""))
+        return 0
+    print(f"fedctl: registering {args.name} failed: {message}", file=sys.stderr)
+    return 1
 
 
 def cmd_predict(args) -> int:
@@ -241,6 +270,12 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("name")
     s.add_argument("--token-file", help="write the token here (mode 0600) instead of printing it")
     s.set_defaults(func=cmd_agent_add)
+    s.add_argument("--if-missing", action="store_true",
+                   help="do nothing when the agent and its token file already exist (idempotent)")
+    s = sub.add_parser("node-register", help="register a Pi's SuperNode public key (node authentication)")
+    s.add_argument("name")
+    s.add_argument("public_key")
+    s.set_defaults(func=cmd_node_register)
     s = sub.add_parser("predict", help="classify images with the newest registered model")
     s.add_argument("images", nargs="+")
     s.set_defaults(func=cmd_predict)

@@ -45,6 +45,8 @@ class CampaignSection(BaseModel):
     model_config = _STRICT
     server_data_dir: Path = Field(Path("/var/lib/fed-coordinator/server-data"),
                                   description="folder with test/<label>/ photos for server evaluation")
+    app_dir: Optional[Path] = Field(None, description="the fedapp Flower App folder (pyproject.toml "
+                                    "inside); default: the one next to this package in a checkout")
     weights: str = Field("imagenet", description="backbone weights: imagenet or a .h5 file")
     labels: list[str] = Field(["head", "hardhat"], min_length=2, description="class labels, output order")
     rounds: int = Field(6, ge=1, le=1000, description="federated rounds per campaign")

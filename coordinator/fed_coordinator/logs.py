@@ -1,4 +1,8 @@
-"""structlog setup: one JSON object per line on stderr (journald keeps it)."""
+"""structlog setup: one JSON object per line (journald keeps it), the same as the agent's.
+
+The processors live in `fed_agent.logs` so both daemons write identical line shapes; this
+module adds the stdlib-logging bridge the coordinator needs (TensorFlow and uvicorn log there).
+"""
 
 from __future__ import annotations
 
@@ -6,23 +10,13 @@ import logging
 import sys
 
 import structlog
+from fed_agent.logs import configure as configure_structlog
 
 
 def configure(level: str = "INFO", stream=None) -> None:
     stream = stream or sys.stderr
-    logging.basicConfig(stream=stream, level=getattr(logging, level), format="%(message)s")
-    structlog.configure(
-        processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
-            structlog.processors.format_exc_info,
-            structlog.processors.JSONRenderer(),
-        ],
-        logger_factory=structlog.PrintLoggerFactory(stream),
-        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level)),
-        cache_logger_on_first_use=False,
-    )
+    logging.basicConfig(stream=stream, level=getattr(logging, level.upper()), format="%(message)s")
+    configure_structlog(level.lower(), stream=stream)
 
 
 def get_logger(**ids):

@@ -17,7 +17,7 @@ from pathlib import Path
 import uvicorn
 
 from .api import create_app, fleet_view
-from .campaign import CampaignRunner, CampaignSettings, new_campaign_id
+from .campaign import FEDAPP_DIR, CampaignRunner, CampaignSettings, new_campaign_id
 from .champion import gate
 from .deploy_queue import DeployWorker
 from .flower import FlwrCli, FlwrError, SuperLink
@@ -52,7 +52,10 @@ class Coordinator:
                               extra_args=self._superlink_tls_args(), new_session=False)
         self.cli = FlwrCli(root / "flwr-cli", self._control_address(), insecure=cfg.superlink.ssl_certfile is None,
                            root_certificates=cfg.superlink.ssl_ca_certfile)
-        self.runner = CampaignRunner(root, self.cli, self.registry, log)
+        app_dir = cfg.campaign.app_dir or FEDAPP_DIR
+        if not (Path(app_dir) / "pyproject.toml").is_file():
+            raise SystemExit(f"fed-coordinator: no Flower App at {app_dir} (set campaign.app_dir)")
+        self.runner = CampaignRunner(root, self.cli, self.registry, log, app_dir=Path(app_dir))
         self.scheduler = self._scheduler(ScheduleConfig(**cfg.schedule.model_dump()))
         self.deployer = DeployWorker(self.state, self.registry, cfg.edge_impulse, log)
         self.stop = threading.Event()
@@ -85,7 +88,7 @@ class Coordinator:
     # -- campaigns ---------------------------------------------------------------------------
     def settings(self) -> CampaignSettings:
         c = self.cfg.campaign
-        return CampaignSettings(**{k: v for k, v in c.model_dump().items()})
+        return CampaignSettings(**{k: v for k, v in c.model_dump().items() if k != "app_dir"})
 
     def agents_online(self) -> int:
         count, at = self._online
@@ -123,6 +126,14 @@ class Coordinator:
             log.exception("campaign_crashed")
             self.state.campaign_finished(cid, "failed", f"internal error: {exc}", None)
             return
+        if outcome.model_version is not None:
+            # Before the campaign reads as finished: whoever waits for it sees the gate's verdict.
+            try:
+                self.apply_gate(outcome.model_version, cid, log)
+            except Exception as exc:  # noqa: BLE001 - the model stays registered, unpromoted
+                log.exception("champion_gate_failed")
+                self.state.model_recorded(outcome.model_version, cid, None, "candidate",
+                                          f"champion gate failed: {exc}")
         self.state.campaign_finished(cid, outcome.status, outcome.reason, outcome.model_version)
         if outcome.status == "failed" and self.link_restarts > restarts_before and attempt == 1:
             new_cid = new_campaign_id()
@@ -130,8 +141,6 @@ class Coordinator:
                         new_campaign=new_cid)
             self.state.campaign_started(new_cid, "resubmit", slot, attempt=2)
             return self._campaign_body(new_cid, "resubmit", slot, attempt=2)
-        if outcome.model_version is not None:
-            self.apply_gate(outcome.model_version, cid, log)
 
     def apply_gate(self, version: int, cid: str, log) -> None:
         c = self.cfg.campaign

@@ -14,6 +14,11 @@ WEIGHTS = SHARED / "models" / "mobilenet_v2_1.00_160_no_top.weights.h5"
 PHOTOS = SHARED / "datasets"
 AGENT_PYTHON = REPO / ".venv-agent" / "bin" / "python"
 
+def pytest_configure(config):
+    config.addinivalue_line("markers", "system: boots real systemd hosts (systemd-nspawn) and "
+                            "provisions them with the real playbook; needs root")
+
+
 needs_shared = pytest.mark.skipif(
     not (WEIGHTS.is_file() and (PHOTOS / "dataset_client1").is_dir()),
     reason=f"needs the shared photos and backbone weights under {SHARED}",

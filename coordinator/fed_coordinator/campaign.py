@@ -91,7 +91,7 @@ class CampaignRunner:
     def __init__(self, state_dir: Path, cli: FlwrCli, registry: ModelRegistry, log,
                  app_dir: Path = FEDAPP_DIR) -> None:
         self.state_dir, self.cli, self.registry, self.log = Path(state_dir), cli, registry, log
-        self.app_dir = app_dir
+        self.app_dir = Path(app_dir).resolve()  # flwr runs from its own home folder
 
     def run(self, s: CampaignSettings, on_event: Callable[[dict], None] = lambda e: None,
             cid: str | None = None) -> Outcome:

@@ -196,7 +196,7 @@ def cmd_node_register(args) -> int:
         raise SystemExit(f"fedctl: {home}/config.toml missing (start fed-coordinator first)")
     proc = subprocess.run([str(BIN_DIR / "flwr"), "supernode", "register", args.public_key, "fleet",
                            "--name", args.name, "--format", "json"], capture_output=True, text=True,
-                          env=flower_env(home), timeout=60)
+                          env=flower_env(home), timeout=60, cwd=home)
     try:
         data = json.loads(proc.stdout)
     except ValueError:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -32,12 +33,12 @@ def flower_env(flwr_home: Path, bin_dir: Path = BIN_DIR) -> dict[str, str]:
     return env
 
 
-def wait_http_ok(url: str, timeout: float) -> None:
+def wait_http_ok(url: str, timeout: float, context: ssl.SSLContext | None = None) -> None:
     deadline = time.monotonic() + timeout
     last: Exception | None = None
     while time.monotonic() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=2) as resp:
+            with urllib.request.urlopen(url, timeout=2, context=context) as resp:
                 if resp.status == 200:
                     return
         except Exception as exc:  # noqa: BLE001 - keep polling until the deadline
@@ -80,7 +81,13 @@ class SuperLink:
             env=flower_env(self.state_dir / "flwr-superlink"), start_new_session=self.new_session,
         )
         log.close()
-        wait_http_ok(f"http://{self.address}/health", timeout)
+        if self.insecure:
+            wait_http_ok(f"http://{self.address}/health", timeout)
+        else:
+            # Our own child on loopback: only "is it serving" matters here, not who it is.
+            ctx = ssl.create_default_context()
+            ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+            wait_http_ok(f"https://{self.address}/health", timeout, ctx)
         return self
 
     def _signal(self, sig: int) -> None:
@@ -124,9 +131,11 @@ class FlwrCli:
         (self.home / "config.toml").write_text("\n".join(lines) + "\n")
 
     def _json(self, args: list[str], timeout: float = 120.0) -> dict:
+        # cwd: flwr looks for an app's pyproject.toml in the working directory, which may be
+        # one the service user cannot read (e.g. /root when run by hand).
         proc = subprocess.run(
             [str(BIN_DIR / "flwr"), *args, "--format", "json"], capture_output=True, text=True,
-            env=flower_env(self.home), timeout=timeout, stdin=subprocess.DEVNULL,
+            env=flower_env(self.home), timeout=timeout, stdin=subprocess.DEVNULL, cwd=self.home,
         )
         try:
             data = json.loads(proc.stdout)

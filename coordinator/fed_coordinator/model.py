@@ -6,15 +6,18 @@ TFLite flatbuffers: the backbone (RGB pixels in, 1280-d embedding out) and the h
 
 from __future__ import annotations
 
-import os
+import logging
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import keras
+import numpy as np
+import tensorflow as tf
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
+# The converter's deprecation chatter says nothing an operator can act on.
+logging.getLogger("absl").setLevel(logging.ERROR)
+warnings.filterwarnings("ignore", message="Statistics for quantized inputs were expected")
 
 IMAGE_SIZE = 160
 EMBEDDING_DIM = 1280

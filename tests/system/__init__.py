@@ -1,0 +1,1 @@
+"""System-test harness: booted systemd hosts (nspawn), rootfs, wheelhouse, Ansible runs."""

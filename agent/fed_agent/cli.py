@@ -10,7 +10,6 @@ import argparse
 import os
 import sys
 
-EX_CONFIG = 78
 DEFAULT_CONFIG = os.environ.get("FED_AGENT_CONFIG", "/etc/fed-agent/agent.yaml")
 
 
@@ -22,21 +21,13 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["run", "validate-config", "print-default-config"])
     args = parser.parse_args(argv)
 
-    from .config import ConfigError, default_config_yaml, load_config
+    from .config import config_command, default_config_yaml, load_config
     from .logs import configure
 
-    if args.command == "print-default-config":
-        sys.stdout.write(default_config_yaml())
-        return 0
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        where = f" in {args.config}:\n" if exc.errors else ": "
-        print(f"fed-agent: invalid configuration{where}{exc}", file=sys.stderr)
-        return EX_CONFIG
-    if args.command == "validate-config":
-        print(f"{args.config}: valid")
-        return 0
+    cfg, status = config_command("fed-agent", args.config, args.command, load_config,
+                                 default_config_yaml)
+    if status is not None:
+        return status
 
     configure(cfg.logging.level)
     import structlog

@@ -309,3 +309,29 @@ def sample_yaml(root: type[BaseModel], program: str) -> str:
             out.append(f"  {key}: {_yaml(value)}")
         out.append("")
     return "\n".join(out)
+
+
+EX_CONFIG = 78  # sysexits.h: the unit's RestartPreventExitStatus keeps systemd from retrying
+
+
+def config_command(prog: str, path: str, command: str, load, sample) -> tuple[Any, int | None]:
+    """The config side of both daemons' command lines (shared so they behave alike).
+
+    Returns (config, None) when the daemon should run, or (None, exit status) when the
+    command is done: `print-default-config`, `validate-config`, or a bad config (78).
+    """
+    import sys
+
+    if command == "print-default-config":
+        sys.stdout.write(sample())
+        return None, 0
+    try:
+        cfg = load(path)
+    except ConfigError as exc:
+        where = f" in {path}:\n" if exc.errors else ": "
+        print(f"{prog}: invalid configuration{where}{exc}", file=sys.stderr)
+        return None, EX_CONFIG
+    if command == "validate-config":
+        print(f"{path}: valid")
+        return None, 0
+    return cfg, None

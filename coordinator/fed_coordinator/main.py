@@ -6,7 +6,6 @@ import argparse
 import os
 import sys
 
-EX_CONFIG = 78
 DEFAULT_CONFIG = os.environ.get("FED_COORDINATOR_CONFIG", "/etc/fed-coordinator/coordinator.yaml")
 
 
@@ -16,20 +15,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", nargs="?", default="run",
                         choices=["run", "validate-config", "print-default-config"])
     args = parser.parse_args(argv)
-    from .config import ConfigError, default_config_yaml, load_config
+    from fed_agent.config import config_command
 
-    if args.command == "print-default-config":
-        sys.stdout.write(default_config_yaml())
-        return 0
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        where = f" in {args.config}:\n" if exc.errors else ": "
-        print(f"fed-coordinator: invalid configuration{where}{exc}", file=sys.stderr)
-        return EX_CONFIG
-    if args.command == "validate-config":
-        print(f"{args.config}: valid")
-        return 0
+    from .config import default_config_yaml, load_config
+
+    cfg, status = config_command("fed-coordinator", args.config, args.command, load_config,
+                                 default_config_yaml)
+    if status is not None:
+        return status
     import structlog
 
     from . import logs

@@ -16,7 +16,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-from conftest import REPO, read_json_lines
+from conftest import REPO, apply_overrides, read_json_lines
 
 AGENT_BIN = REPO / ".venv-agent" / "bin"
 
@@ -93,9 +93,7 @@ def write_config(path: Path, state_dir: Path, superlink: str, heartbeat_url: str
         "labels": ["head", "hardhat"],
         "logging": {"level": "info"},
     }
-    for dotted, value in overrides.items():
-        section, key = dotted.split("__")
-        cfg[section][key] = value
+    apply_overrides(cfg, overrides)
     import yaml
 
     path.write_text(yaml.safe_dump(cfg))

@@ -68,6 +68,14 @@ def read_json_lines(path: Path, offset: int = 0) -> list[dict]:
     return out
 
 
+def apply_overrides(cfg: dict, overrides: dict) -> dict:
+    """Test configs take keyword overrides as section__key=value."""
+    for dotted, value in overrides.items():
+        section, key = dotted.split("__")
+        cfg[section][key] = value
+    return cfg
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
     """Poll `predicate` until it returns a truthy value or the deadline passes."""
     import time

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from conftest import REPO, read_json_lines, wait_for
+from conftest import REPO, apply_overrides, read_json_lines, wait_for
 
 BIN = REPO / ".venv" / "bin"
 
@@ -27,9 +27,7 @@ def write_coordinator_config(path: Path, state_dir: Path, data_dir: Path, weight
         "edge_impulse": {"api_key_file": str(path.parent / "no-ei-key")},
         "logging": {"level": "info"},
     }
-    for dotted, value in overrides.items():
-        section, key = dotted.split("__")
-        cfg[section][key] = value
+    apply_overrides(cfg, overrides)
     path.write_text(yaml.safe_dump(cfg))
     return path
 

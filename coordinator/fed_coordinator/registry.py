@@ -9,7 +9,6 @@ registration removes: a half-written model can never look complete.
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import json
 import os
 import re
@@ -19,16 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
+from fedapp.artifacts import sha256_file  # one implementation for app and registry
+
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 METADATA = "metadata.json"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:

@@ -19,17 +19,17 @@ venv: $(VENV)/.installed $(AGENT_VENV)/.installed
 # Coordinator side: TensorFlow lives here and only here.
 # The agent package goes in too, for the tests only (its unit tests run in this venv; the
 # agent itself always runs from .venv-agent).
-$(VENV)/.installed: packaging/constraints-coordinator.txt coordinator/pyproject.toml fedapp/pyproject.toml agent/pyproject.toml
+$(VENV)/.installed: packaging/constraints-coordinator.txt coordinator/pyproject.toml fedapp/pyproject.toml agent/pyproject.toml common/pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade "pip<27"
-	$(VENV)/bin/pip install -q -c packaging/constraints-coordinator.txt -e fedapp -e coordinator -e agent pytest
+	$(VENV)/bin/pip install -q -c packaging/constraints-coordinator.txt -e common -e fedapp -e coordinator -e agent pytest
 	touch $@
 
 # Agent side (what a Pi runs): no TensorFlow, ever.
-$(AGENT_VENV)/.installed: packaging/constraints-agent.txt agent/pyproject.toml
+$(AGENT_VENV)/.installed: packaging/constraints-agent.txt agent/pyproject.toml fedapp/pyproject.toml common/pyproject.toml
 	test -x $(AGENT_VENV)/bin/python || $(PYTHON) -m venv $(AGENT_VENV)
 	$(AGENT_VENV)/bin/pip install -q --upgrade "pip<27"
-	$(AGENT_VENV)/bin/pip install -q -c packaging/constraints-agent.txt -e agent
+	$(AGENT_VENV)/bin/pip install -q -c packaging/constraints-agent.txt -e common -e fedapp -e agent
 	touch $@
 
 demo: venv

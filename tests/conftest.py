@@ -76,6 +76,15 @@ def apply_overrides(cfg: dict, overrides: dict) -> dict:
     return cfg
 
 
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
 def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
     """Poll `predicate` until it returns a truthy value or the deadline passes."""
     import time

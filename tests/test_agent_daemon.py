@@ -8,8 +8,7 @@ from pathlib import Path
 import pytest
 
 from agent_harness import AgentProcess, HeartbeatServer, NotifySocket, write_config
-from conftest import needs_agent_venv, wait_for
-from fed_coordinator.demo import free_port
+from conftest import free_port, needs_agent_venv, wait_for
 from fed_coordinator.flower import FlwrCli, SuperLink
 
 pytestmark = needs_agent_venv

@@ -6,8 +6,7 @@ import json
 from PIL import Image
 
 from agent_harness import AgentProcess, HeartbeatServer, NotifySocket, write_config
-from conftest import needs_agent_venv, wait_for
-from fed_coordinator.demo import free_port
+from conftest import free_port, needs_agent_venv, wait_for
 
 pytestmark = needs_agent_venv
 

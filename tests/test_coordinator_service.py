@@ -8,9 +8,8 @@ import urllib.request
 
 import pytest
 
-from conftest import REPO, WEIGHTS, copy_small_dataset, needs_agent_venv, needs_shared, wait_for
+from conftest import REPO, WEIGHTS, copy_small_dataset, free_port, needs_agent_venv, needs_shared, wait_for
 from coordinator_harness import BIN, CoordinatorProcess, fedctl, write_coordinator_config
-from fed_coordinator.demo import free_port
 from fed_coordinator.local_fleet import SuperNodeProcess
 from fed_coordinator.registry import ModelRegistry
 from fed_coordinator.state import State

@@ -1,0 +1,91 @@
+"""The heartbeat: what an agent tells the coordinator every minute, as one versioned model.
+
+The agent builds a `Heartbeat`; the coordinator's API validates the raw body against it
+(`Heartbeat.model_validate_json`) before anything is stored, and every reader (fedctl, the
+status page, /metrics, the scheduler) gets it back as a `Heartbeat`, never as a dict. Types,
+bounds, string lengths and finite numbers are checked, so nothing an agent sends can make a
+reader raise later. A change of shape is a new `schema_version`; the coordinator answers an
+unknown one with 422 naming `schema_version`.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from .config import LABEL_PATTERN, NAME_PATTERN
+from .node_config import LastTraining
+
+SCHEMA_VERSION = 1
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, frozen=True)
+AgentName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+LabelName = Annotated[str, StringConstraints(pattern=LABEL_PATTERN, max_length=64)]
+ShortText = Annotated[str, StringConstraints(max_length=64)]
+Count = Annotated[int, Field(ge=0, le=10**12)]
+Bytes = Annotated[int, Field(ge=0, le=2**63 - 1)]
+ConnectionState = Literal["starting", "restarting", "reconnecting", "connecting", "connected"]
+
+
+class SupernodeStatus(BaseModel):
+    model_config = _STRICT
+    state: ConnectionState
+    node_id: Optional[Annotated[str, StringConstraints(pattern=r"^[0-9]{1,24}$")]] = None
+    restarts: Count = 0
+    last_exit: Optional[Annotated[str, StringConstraints(max_length=300)]] = None
+
+
+class LabelCounts(BaseModel):
+    model_config = _STRICT
+    train: Count = 0
+    test: Count = 0
+
+    @property
+    def total(self) -> int:
+        return self.train + self.test
+
+
+class ImageCounts(BaseModel):
+    model_config = _STRICT
+    labels: Annotated[dict[LabelName, LabelCounts], Field(max_length=64)] = Field(default_factory=dict)
+    quarantined: Count = 0
+    pending: Count = 0
+
+    @property
+    def total(self) -> int:
+        return sum(counts.total for counts in self.labels.values())
+
+
+class Memory(BaseModel):
+    model_config = _STRICT
+    total_bytes: Optional[Bytes] = None
+    available_bytes: Optional[Bytes] = None
+
+
+class Heartbeat(BaseModel):
+    model_config = _STRICT
+    schema_version: Literal[1] = SCHEMA_VERSION
+    agent: AgentName
+    version: ShortText
+    uptime_seconds: Annotated[float, Field(ge=0, le=10**10)]
+    supernode: SupernodeStatus
+    last_training: Optional[LastTraining] = None
+    model_version: Optional[ShortText] = None
+    images: ImageCounts = Field(default_factory=ImageCounts)
+    disk_free_bytes: Optional[Bytes] = None
+    memory: Memory = Field(default_factory=Memory)
+    load: Annotated[list[Annotated[float, Field(ge=0, le=10**6)]], Field(max_length=3)] = Field(
+        default_factory=list)
+    cpu_temperature_c: Optional[Annotated[float, Field(ge=-100, le=200)]] = None
+    agent_rss_bytes: Optional[Bytes] = None
+
+    @classmethod
+    def from_stored(cls, text: str | bytes | None) -> Optional["Heartbeat"]:
+        """A stored payload back as a model; None for none, or for one stored before this
+        schema (a reader must never raise on what is in the database)."""
+        if not text:
+            return None
+        try:
+            return cls.model_validate_json(text)
+        except (ValidationError, ValueError):
+            return None

@@ -1,0 +1,114 @@
+"""The typed run configuration: one set of defaults, one set of bounds, one key spelling.
+
+`RunSettings` holds what an operator may tune per campaign; the coordinator's `campaign:`
+config section is built on it (so a misspelled or out-of-range setting fails at config
+validation, exit 78, not in the ServerApp on the server at 2 a.m.). `RunConfig` adds the
+per-run paths and is what travels: `to_flwr()` gives the `run_config` mapping `flwr run`
+submits, `from_context()` reads it back in the ServerApp. `TrainConfig` is what the
+ServerApp sends each node every round (a ConfigRecord), read back with `from_record()`.
+`[tool.flwr.app.config]` in pyproject.toml must equal `RunConfig().to_flwr()` (tested).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Mapping
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+
+_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+Label = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$")]
+_FLWR_NAMES = {"rounds": "num-server-rounds"}  # field -> run_config key where not kebab-case
+
+
+def _kebab(name: str) -> str:
+    return _FLWR_NAMES.get(name, name.replace("_", "-"))
+
+
+def _from_kebab(mapping: Mapping[str, Any], model: type[BaseModel]) -> dict[str, Any]:
+    names = {_kebab(name): name for name in model.model_fields}
+    unknown = sorted(set(mapping) - set(names))
+    if unknown:
+        raise ValueError(f"unknown run config key(s): {', '.join(unknown)}")
+    values = {names[key]: value for key, value in mapping.items()}
+    if isinstance(values.get("labels"), str):
+        values["labels"] = values["labels"].split(",")
+    return values
+
+
+def _to_kebab(model: BaseModel) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name in type(model).model_fields:
+        value = getattr(model, name)
+        out[_kebab(name)] = ",".join(value) if isinstance(value, list) else value
+    return out
+
+
+class RunSettings(BaseModel):
+    """What a campaign does; every default lives here and only here."""
+
+    model_config = _STRICT
+    labels: list[Label] = Field(["head", "hardhat"], min_length=2, description="class labels, output order")
+    rounds: int = Field(6, ge=1, le=1000, description="federated rounds per campaign")
+    local_epochs: int = Field(20, ge=1, le=1000, description="local epochs per round")
+    batch_size: int = Field(8, ge=1, le=4096, description="local batch size")
+    learning_rate: float = Field(0.01, gt=0, le=10, description="SGD learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
+    seed: int = Field(0, ge=0, description="seed of the server-side head initialisation")
+    min_nodes: int = Field(2, ge=1, description="agents wanted per round")
+    min_completed_nodes: int = Field(1, ge=1, description="agents that must finish a round")
+    node_wait_seconds: float = Field(120.0, ge=1, description="how long a round waits for agents")
+    round_timeout_seconds: float = Field(600.0, ge=5, description="a round ends at this deadline")
+
+    @field_validator("labels")
+    @classmethod
+    def _unique(cls, labels: list[str]) -> list[str]:
+        repeated = sorted({label for label in labels if labels.count(label) > 1})
+        if repeated:
+            raise ValueError(f"must not repeat a label (repeated: {', '.join(repeated)})")
+        return labels
+
+    def run_settings(self) -> "RunSettings":
+        """Just the RunSettings part of a subclass (the coordinator's campaign section)."""
+        return RunSettings(**{name: getattr(self, name) for name in RunSettings.model_fields})
+
+
+class RunConfig(RunSettings):
+    """RunSettings plus this run's absolute paths on the coordinator host."""
+
+    artifacts_dir: str = Field("", description="backbone.tflite and trainer.tflite")
+    server_test_dir: str = Field("", description="server evaluation photos, <label>/ folders")
+    output_dir: str = Field("", description="progress.jsonl and head_final.npz go here")
+
+    def to_flwr(self) -> dict[str, Any]:
+        return _to_kebab(self)
+
+    @classmethod
+    def from_flwr(cls, mapping: Mapping[str, Any]) -> "RunConfig":
+        return cls(**_from_kebab(mapping, cls))
+
+    @classmethod
+    def from_context(cls, context: Any) -> "RunConfig":
+        return cls.from_flwr(dict(context.run_config))
+
+
+class TrainConfig(BaseModel):
+    """What each node is told every round (its ConfigRecord)."""
+
+    model_config = _STRICT
+    labels: list[Label] = Field(min_length=2)
+    local_epochs: int = Field(ge=1, le=1000)
+    batch_size: int = Field(ge=1, le=4096)
+    learning_rate: float = Field(gt=0, le=10)
+    momentum: float = Field(ge=0, lt=1)
+    seed: int = Field(ge=0)
+    campaign: str = Field(max_length=128)
+    backbone_sha: str = Field(pattern=r"^[0-9a-f]{64}$")
+    trainer_sha: str = Field(pattern=r"^[0-9a-f]{64}$")
+    server_round: int = Field(0, ge=0)
+
+    def to_record(self) -> dict[str, Any]:
+        return _to_kebab(self)
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any]) -> "TrainConfig":
+        return cls(**_from_kebab(dict(record), cls))

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import PHOTOS, WEIGHTS, needs_agent_venv, needs_shared
-from fed_coordinator.campaign import CampaignSettings
+from fed_coordinator.config import CampaignSection
 from fed_coordinator.demo import run_local_campaign
 from fed_coordinator.registry import ModelRegistry
 
@@ -28,7 +28,7 @@ def campaign(tmp_path_factory):
     (bad / "hardhat" / "zero.jpg").write_bytes(b"")
     (bad / "hardhat" / "readme.jpg").write_text("not a photo")
     events = []
-    settings = CampaignSettings(server_data_dir=data / "dataset_server", weights=str(WEIGHTS),
+    settings = CampaignSection(server_data_dir=data / "dataset_server", weights=str(WEIGHTS),
                                 labels=LABELS, rounds=3, local_epochs=20, batch_size=8)
     outcome = run_local_campaign(data, root / "state", settings, on_event=events.append)
     return outcome, events, root

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from conftest import WEIGHTS, copy_small_dataset, needs_agent_venv, needs_shared
-from fed_coordinator.campaign import CampaignSettings
+from fed_coordinator.config import CampaignSection
 from fed_coordinator.demo import local_fleet
 
 pytestmark = [needs_shared, needs_agent_venv]
@@ -17,7 +17,7 @@ def small_data(tmp_path):
 
 
 def test_node_killed_mid_campaign_completes_with_the_rest(tmp_path, small_data):
-    settings = CampaignSettings(server_data_dir=small_data / "dataset_server", weights=str(WEIGHTS),
+    settings = CampaignSection(server_data_dir=small_data / "dataset_server", weights=str(WEIGHTS),
                                 rounds=3, local_epochs=2, round_timeout_seconds=30,
                                 node_wait_seconds=10, min_nodes=2, min_completed_nodes=1,
                                 deadline_seconds=600)
@@ -42,7 +42,7 @@ def test_node_killed_mid_campaign_completes_with_the_rest(tmp_path, small_data):
 
 def test_campaign_deadline_stops_the_run(tmp_path, small_data):
     # Three nodes wanted, two exist: the ServerApp waits for nodes; the deadline ends it.
-    settings = CampaignSettings(server_data_dir=small_data / "dataset_server", weights=str(WEIGHTS),
+    settings = CampaignSection(server_data_dir=small_data / "dataset_server", weights=str(WEIGHTS),
                                 rounds=2, local_epochs=1, min_nodes=3, min_completed_nodes=3,
                                 node_wait_seconds=3600, deadline_seconds=20)
     with local_fleet(small_data, tmp_path / "state") as fleet:

@@ -116,6 +116,7 @@ def format_validation_error(exc: ValidationError) -> list[str]:
     lines = []
     for err in exc.errors():
         where = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err["loc"]).removeprefix(".")
+        where = where or "(top level)"
         lines.append(f"At '{where}': {_human(err)}")
     return lines
 

@@ -30,7 +30,17 @@ def atomic_write(path: str | Path, data: bytes | str, mode: int | None = None) -
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_dir(path.parent)
     return path
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Make a rename inside `path` durable (the directory entry itself is flushed)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def sha256_bytes(data: bytes) -> str:

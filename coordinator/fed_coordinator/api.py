@@ -2,43 +2,27 @@
 
 POST /api/v1/heartbeat is the only route agents use (and the only one the reverse proxy
 should expose to them besides Flower's /v1/fleet/). It needs the agent's own bearer token;
-the body is bounded and must be a JSON object naming that same agent.
+the body is bounded, and it is validated against `fed_common.heartbeat.Heartbeat` straight
+from the bytes (pydantic's JSON parser refuses NaN, Infinity and deep nesting) before
+anything is stored: a bad one gets 422 with one "At 'field': ..." line per problem. It must
+name the agent the token belongs to (403 otherwise).
 """
 
 from __future__ import annotations
 
-import json
-import time
-
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
+from fed_common.config import format_validation_error
+from fed_common.heartbeat import Heartbeat
+from pydantic import ValidationError
 
+from .fleet import fleet_view
 from .state import State
 from .status_page import render_status_page
 
 
 def _error(status: int, reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status)
-
-
-def fleet_view(state: State, online_after: float, now: float | None = None) -> list[dict]:
-    now = now or time.time()
-    rows = []
-    for a in state.agents():
-        payload = a["last_payload"] or {}
-        age = None if a["last_heartbeat"] is None else round(now - a["last_heartbeat"], 1)
-        rows.append({
-            "name": a["name"], "online": age is not None and age <= online_after,
-            "heartbeat_age_seconds": age, "address": a["address"],
-            "supernode_state": (payload.get("supernode") or {}).get("state"),
-            "node_id": (payload.get("supernode") or {}).get("node_id"),
-            "version": payload.get("version"),
-            "last_training": payload.get("last_training"),
-            "images": payload.get("images"),
-            "disk_free_bytes": payload.get("disk_free_bytes"),
-            "cpu_temperature_c": payload.get("cpu_temperature_c"),
-        })
-    return rows
 
 
 def create_app(state: State, *, max_body: int, online_after: float, log, metrics_text) -> FastAPI:
@@ -62,19 +46,22 @@ def create_app(state: State, *, max_body: int, online_after: float, log, metrics
             if len(body) > max_body:
                 return _error(413, f"heartbeat larger than {max_body} bytes")
         try:
-            payload = json.loads(body)
-        except ValueError as exc:
-            return _error(400, f"body is not JSON: {exc}")
-        if not isinstance(payload, dict):
-            return _error(400, "body must be a JSON object")
-        if payload.get("agent") != agent:
-            return _error(403, f"token belongs to agent {agent!r}, body says {payload.get('agent')!r}")
-        state.heartbeat(agent, payload, request.client.host if request.client else "")
+            beat = Heartbeat.model_validate_json(body)
+        except ValidationError as exc:
+            syntax = [err["msg"] for err in exc.errors() if err["type"] == "json_invalid"]
+            if syntax:  # not JSON at all, or nested deeper than the parser allows
+                return _error(400, f"body is not valid JSON: {syntax[0]}")
+            problems = format_validation_error(exc)
+            log.warning("heartbeat_rejected", agent=agent, reason="invalid", problems=problems[:10])
+            return JSONResponse({"error": "invalid heartbeat", "problems": problems}, status_code=422)
+        if beat.agent != agent:
+            return _error(403, f"token belongs to agent {agent!r}, body says {beat.agent!r}")
+        state.heartbeat(agent, beat.model_dump_json(), request.client.host if request.client else "")
         return {"ok": True, "agent": agent}
 
     @app.get("/api/v1/fleet")
     def fleet():
-        return {"agents": fleet_view(state, online_after)}
+        return {"agents": [row.to_json() for row in fleet_view(state, online_after)]}
 
     @app.get("/api/v1/campaigns")
     def campaigns(limit: int = 50):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fedapp.artifacts import sha256_file
+from fed_common.files import sha256_file
 
 
 def _weights_key(weights: str) -> str:

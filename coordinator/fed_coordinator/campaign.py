@@ -14,6 +14,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from fedapp.run_config import RunConfig
+
+from .config import CampaignSection
 from .flower import FlwrCli, FlwrError
 from .registry import ModelRegistry
 
@@ -22,24 +25,6 @@ FEDAPP_DIR = Path(__file__).resolve().parents[2] / "fedapp"
 
 class CampaignError(RuntimeError):
     """The campaign cannot start; the message says what is wrong and where."""
-
-
-@dataclass
-class CampaignSettings:
-    server_data_dir: Path
-    weights: str = "imagenet"
-    labels: list[str] = field(default_factory=lambda: ["head", "hardhat"])
-    rounds: int = 6
-    local_epochs: int = 20
-    batch_size: int = 8
-    learning_rate: float = 0.01
-    momentum: float = 0.9
-    seed: int = 0
-    min_nodes: int = 2
-    min_completed_nodes: int = 1
-    node_wait_seconds: float = 120.0
-    round_timeout_seconds: float = 600.0
-    deadline_seconds: float = 3600.0
 
 
 @dataclass
@@ -58,7 +43,7 @@ def new_campaign_id() -> str:
     return time.strftime("c%Y%m%dT%H%M%SZ", time.gmtime()) + "-" + uuid.uuid4().hex[:6]
 
 
-def preflight(s: CampaignSettings) -> Path:
+def preflight(s: CampaignSection) -> Path:
     """Fail at start, with a clear message, on a config that cannot work."""
     from fedapp.images import check_label_folders
 
@@ -93,7 +78,7 @@ class CampaignRunner:
         self.state_dir, self.cli, self.registry, self.log = Path(state_dir), cli, registry, log
         self.app_dir = Path(app_dir).resolve()  # flwr runs from its own home folder
 
-    def run(self, s: CampaignSettings, on_event: Callable[[dict], None] = lambda e: None,
+    def run(self, s: CampaignSection, on_event: Callable[[dict], None] = lambda e: None,
             cid: str | None = None) -> Outcome:
         cid = cid or new_campaign_id()
         log = self.log.bind(campaign=cid)
@@ -105,16 +90,9 @@ class CampaignRunner:
             from .artifacts import export_agent_artifacts
 
             art = export_agent_artifacts(s.weights, len(s.labels), self.state_dir / "exports")
-            outcome.run_id = self.cli.run(self.app_dir, {
-                "num-server-rounds": s.rounds, "local-epochs": s.local_epochs,
-                "batch-size": s.batch_size, "learning-rate": float(s.learning_rate),
-                "momentum": float(s.momentum), "seed": s.seed, "labels": ",".join(s.labels),
-                "artifacts-dir": str(art), "server-test-dir": str(test_dir.resolve()),
-                "output-dir": str(out.resolve()), "min-nodes": s.min_nodes,
-                "min-completed-nodes": s.min_completed_nodes,
-                "node-wait-seconds": float(s.node_wait_seconds),
-                "round-timeout-seconds": float(s.round_timeout_seconds),
-            })
+            run_config = RunConfig(**s.run_settings().model_dump(), artifacts_dir=str(art),
+                                   server_test_dir=str(test_dir.resolve()), output_dir=str(out.resolve()))
+            outcome.run_id = self.cli.run(self.app_dir, run_config.to_flwr())
             log = log.bind(run=outcome.run_id)
             log.info("campaign_submitted", rounds=s.rounds)
             on_event({"event": "submitted", "run_id": outcome.run_id})
@@ -128,7 +106,7 @@ class CampaignRunner:
                  model_version=outcome.model_version)
         return outcome
 
-    def _watch(self, s: CampaignSettings, out: Path, outcome: Outcome, on_event, log) -> None:
+    def _watch(self, s: CampaignSection, out: Path, outcome: Outcome, on_event, log) -> None:
         deadline = time.monotonic() + s.deadline_seconds
         offset, status, failure = 0, "", ""
         while True:
@@ -175,7 +153,7 @@ class CampaignRunner:
                     seen.append([path, reason])
                     log.warning("agent_skipped_file", agent=p["agent"], file=path, reason=reason)
 
-    def _register(self, s: CampaignSettings, out: Path, outcome: Outcome, log) -> None:
+    def _register(self, s: CampaignSection, out: Path, outcome: Outcome, log) -> None:
         from fedapp.images import load_image, scan_folder
 
         from .artifacts import build_final_model, load_head
@@ -201,8 +179,7 @@ class CampaignRunner:
                              "up": r.get("bytes_up_per_agent")} for r in per_round],
                         "artifacts_shipped": started.get("artifacts", {}).get("shipped_bytes", {}),
                     },
-                    "settings": {k: (str(v) if isinstance(v, Path) else v)
-                                 for k, v in asdict(s).items()}}
+                    "settings": s.model_dump(mode="json")}
 
         outcome.model_version, path = self.registry.register(build)
         outcome.model_path = str(path)

@@ -62,12 +62,12 @@ def _out(args, data, rows: list[dict], columns: list[str]) -> int:
 
 def cmd_status(args) -> int:
     st = _state(args)
-    from .api import fleet_view
+    from .fleet import fleet_view
 
     fleet = fleet_view(st, 180)
     running = st.running_campaign()
     last = next((c for c in st.campaigns(20) if c["status"] != "running"), None)
-    data = {"agents_reporting": sum(a["online"] for a in fleet), "agents_registered": len(fleet),
+    data = {"agents_reporting": sum(agent.online for agent in fleet), "agents_registered": len(fleet),
             "running_campaign": running and running["id"], "champion": st.champion(),
             "last_campaign": last and {k: last[k] for k in ("id", "status", "reason")},
             "pending_deploys": len(st.deployments("pending"))}
@@ -80,14 +80,12 @@ def cmd_status(args) -> int:
 
 
 def cmd_fleet(args) -> int:
-    from .api import fleet_view
+    from .fleet import fleet_view
 
-    rows = fleet_view(_state(args), 180)
-    for r in rows:
-        r["state"] = "online" if r["online"] else "offline"
-        r["images"] = sum(v["train"] + v["test"] for v in ((r["images"] or {}).get("labels") or {}).values())
-        r["last_seen_s"] = r["heartbeat_age_seconds"]
-    return _out(args, {"agents": rows}, rows, ["name", "state", "last_seen_s", "supernode_state",
+    fleet = fleet_view(_state(args), 180)
+    rows = [{**agent.to_json(), "state": "online" if agent.online else "offline",
+             "images": agent.image_total, "last_seen_s": agent.heartbeat_age_seconds} for agent in fleet]
+    return _out(args, {"agents": [agent.to_json() for agent in fleet]}, rows, ["name", "state", "last_seen_s", "supernode_state",
                                                "images", "version", "address"])
 
 

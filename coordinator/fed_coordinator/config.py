@@ -1,7 +1,9 @@
 """fed-coordinator's YAML config: one pydantic schema, errors addressed by path, exit 78.
 
-The loading and error wording are shared with the agent (`fed_agent.config.load_model`), so
-both daemons speak the same "At 'section.key': ..." language.
+The loading and error wording are shared with the agent (`fed_common.config`), so both
+daemons speak the same "At 'section.key': ..." language. The campaign section is built on
+fedapp's `RunSettings`: the training settings, their defaults and bounds exist once, and a
+misspelled or out-of-range one fails here, at config validation.
 """
 
 from __future__ import annotations
@@ -9,11 +11,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal, Optional
 
-from fed_agent.config import ConfigError, load_model, sample_yaml
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from fed_common.config import STRICT, ConfigError, load_model, sample_yaml
+from fedapp.run_config import RunSettings
+from pydantic import BaseModel, Field, field_validator
 
 __all__ = ["ConfigError", "CoordinatorConfig", "load_config", "default_config_yaml"]
-_STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+_STRICT = STRICT
 
 
 class ServiceSection(BaseModel):
@@ -41,24 +44,15 @@ class ApiSection(BaseModel):
     online_after_seconds: float = Field(180, ge=10, description="a heartbeat younger than this means online")
 
 
-class CampaignSection(BaseModel):
+class CampaignSection(RunSettings):
+    """What each campaign does: fedapp's RunSettings plus where the coordinator finds things."""
+
     model_config = _STRICT
     server_data_dir: Path = Field(Path("/var/lib/fed-coordinator/server-data"),
                                   description="folder with test/<label>/ photos for server evaluation")
     app_dir: Optional[Path] = Field(None, description="the fedapp Flower App folder (pyproject.toml "
                                     "inside); default: the one next to this package in a checkout")
     weights: str = Field("imagenet", description="backbone weights: imagenet or a .h5 file")
-    labels: list[str] = Field(["head", "hardhat"], min_length=2, description="class labels, output order")
-    rounds: int = Field(6, ge=1, le=1000, description="federated rounds per campaign")
-    local_epochs: int = Field(20, ge=1, le=1000, description="local epochs per round")
-    batch_size: int = Field(8, ge=1, le=4096, description="local batch size")
-    learning_rate: float = Field(0.01, gt=0, le=10, description="SGD learning rate")
-    momentum: float = Field(0.9, ge=0, lt=1, description="SGD momentum")
-    seed: int = Field(0, ge=0, description="seed of the server-side head initialisation")
-    min_nodes: int = Field(2, ge=1, description="agents wanted per round")
-    min_completed_nodes: int = Field(1, ge=1, description="agents that must finish a round")
-    node_wait_seconds: float = Field(120, ge=1, description="how long a round waits for agents")
-    round_timeout_seconds: float = Field(600, ge=5, description="a round ends at this deadline")
     deadline_seconds: float = Field(3600, ge=10, description="a campaign is stopped at this deadline")
 
 

@@ -15,8 +15,10 @@ from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import logs
-from .campaign import CampaignRunner, CampaignSettings
+from fed_common import logs
+
+from .campaign import CampaignRunner
+from .config import CampaignSection
 from .flower import FlwrCli, SuperLink
 from .local_fleet import REPO, SuperNodeProcess
 from .registry import ModelRegistry
@@ -73,7 +75,7 @@ def local_fleet(data_root: Path, state_dir: Path, clients: int = 2):
         yield LocalFleet(link, nodes, CampaignRunner(state_dir, cli, ModelRegistry(state_dir / "models"), log))
 
 
-def run_local_campaign(data_root: Path, state_dir: Path, settings: CampaignSettings,
+def run_local_campaign(data_root: Path, state_dir: Path, settings: CampaignSection,
                        clients: int = 2, on_event=lambda e: None):
     """Start a local fleet, run one campaign, stop everything."""
     with local_fleet(data_root, state_dir, clients) as fleet:
@@ -104,11 +106,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=8)
     args = p.parse_args(argv)
-    logs.configure("WARNING")
+    logs.configure("warning")
     work = Path(args.work).resolve()
     data_root = prepare_data(args.data, work)
     print(f"data: {data_root}", flush=True)
-    settings = CampaignSettings(server_data_dir=data_root / "dataset_server", weights=args.weights,
+    settings = CampaignSection(server_data_dir=data_root / "dataset_server", weights=args.weights,
                                 rounds=args.rounds, local_epochs=args.epochs,
                                 batch_size=args.batch_size)
     outcome = run_local_campaign(data_root, work / "state", settings, on_event=print_event)

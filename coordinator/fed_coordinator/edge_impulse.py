@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
+from fed_common.files import atomic_write
+
 from .ei_http import DEFAULT_ENDPOINT, DeployError, classify, redact, sdk_session
 
 __all__ = ["DeployError", "DeployResult", "EdgeImpulseDeployer", "read_api_key"]
@@ -78,24 +80,6 @@ def _safe_name(name: str | None, target: str) -> str:
     if not base or base.startswith(".") or not re.fullmatch(r"[\w.+=-]+", base):
         return f"{target}.eim" if target.startswith("runner-") else f"{target}.zip"
     return base
-
-
-def _atomic_write(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class EdgeImpulseDeployer:
@@ -247,14 +231,14 @@ class EdgeImpulseDeployer:
                 folder = base / target
                 folder.mkdir(parents=True, exist_ok=True)
                 path = folder / name
-                _atomic_write(path, data, 0o755 if name.endswith(".eim") else 0o644)
+                atomic_write(path, data, 0o755 if name.endswith(".eim") else 0o644)
                 for old in folder.iterdir():  # one current artifact per target
                     if old.name != name and old.is_file() and not old.name.startswith("."):
                         old.unlink()
                 artifacts[target], versions[target] = str(path), version
             profile = dict(summary, deployment_versions=versions)
             profile_path = base / "profile.json"
-            _atomic_write(profile_path, json.dumps(profile, indent=2, sort_keys=True).encode(),
+            atomic_write(profile_path, json.dumps(profile, indent=2, sort_keys=True).encode(),
                           0o644)
         except OSError as exc:  # e.g. a full disk: worth another try later
             raise DeployError(f"cannot store the Edge Impulse artifacts under {base}: "

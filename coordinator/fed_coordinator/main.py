@@ -15,7 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", nargs="?", default="run",
                         choices=["run", "validate-config", "print-default-config"])
     args = parser.parse_args(argv)
-    from fed_agent.config import config_command
+    from fed_common.config import config_command
 
     from .config import default_config_yaml, load_config
 
@@ -24,11 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     if status is not None:
         return status
     import structlog
+    from fed_common import logs
 
-    from . import logs
     from .service import Coordinator
 
-    logs.configure(cfg.logging.level.upper(), stream=sys.stdout)
+    logs.configure(cfg.logging.level, stream=sys.stdout)
     structlog.contextvars.bind_contextvars(component="coordinator")
     return Coordinator(cfg, structlog.get_logger()).run()
 

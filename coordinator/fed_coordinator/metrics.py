@@ -9,7 +9,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from .api import fleet_view
+from .fleet import fleet_view
 from .state import State
 
 
@@ -17,13 +17,13 @@ def metrics_text(state: State, online_after: float) -> str:
     reg = CollectorRegistry()
     fleet = fleet_view(state, online_after)
     Gauge("fed_agents_online", "Agents whose last heartbeat is recent", registry=reg).set(
-        sum(1 for a in fleet if a["online"]))
+        sum(1 for agent in fleet if agent.online))
     Gauge("fed_agents_registered", "Agents with a token", registry=reg).set(len(fleet))
     age = Gauge("fed_agent_heartbeat_age_seconds", "Seconds since the agent's last heartbeat",
                 ["agent"], registry=reg)
-    for a in fleet:
-        if a["heartbeat_age_seconds"] is not None:
-            age.labels(a["name"]).set(a["heartbeat_age_seconds"])
+    for agent in fleet:
+        if agent.heartbeat_age_seconds is not None:
+            age.labels(agent.name).set(agent.heartbeat_age_seconds)
     campaigns = state.campaigns(1000)
     outcomes = Counter("fed_campaigns", "Campaigns by outcome", ["status"], registry=reg)
     for c in campaigns:

@@ -18,18 +18,10 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from fedapp.artifacts import sha256_file  # one implementation for app and registry
+from fed_common.files import atomic_write, fsync_dir, sha256_file
 
 VERSION_RE = re.compile(r"^v(\d{4,})$")
 METADATA = "metadata.json"
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class ModelRegistry:
@@ -88,16 +80,10 @@ class ModelRegistry:
                     files[f.name] = {"sha256": sha256_file(f), "bytes": f.stat().st_size}
                 meta = {"version": version, "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                         **fields, "files": files}
-                tmp = incoming / (METADATA + ".part")
-                with open(tmp, "w") as fh:
-                    json.dump(meta, fh, indent=2, sort_keys=True)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, incoming / METADATA)
-                _fsync_dir(incoming)
+                atomic_write(incoming / METADATA, json.dumps(meta, indent=2, sort_keys=True))
                 final = self.path(version)
                 os.replace(incoming, final)
-                _fsync_dir(self.root)
+                fsync_dir(self.root)
             except BaseException:
                 shutil.rmtree(incoming, ignore_errors=True)
                 raise

@@ -16,28 +16,19 @@ from pathlib import Path
 
 import uvicorn
 
-from .api import create_app, fleet_view
-from .campaign import FEDAPP_DIR, CampaignRunner, CampaignSettings, new_campaign_id
+from fed_common.notify import Notifier
+
+from .api import create_app
+from .campaign import FEDAPP_DIR, CampaignRunner, new_campaign_id
 from .champion import gate
+from .config import CampaignSection
 from .deploy_queue import DeployWorker
+from .fleet import fleet_view
 from .flower import FlwrCli, FlwrError, SuperLink
 from .metrics import metrics_text
 from .registry import ModelRegistry
 from .schedule import ScheduleConfig, Scheduler
 from .state import State
-
-
-class Notifier:
-    def __init__(self) -> None:
-        import os
-
-        import sdnotify
-
-        self._n = sdnotify.SystemdNotifier() if os.environ.get("NOTIFY_SOCKET") else None
-
-    def __call__(self, text: str) -> None:
-        if self._n:
-            self._n.notify(text)
 
 
 class Coordinator:
@@ -86,9 +77,8 @@ class Coordinator:
         return f"{host}:{self.cfg.superlink.port}"
 
     # -- campaigns ---------------------------------------------------------------------------
-    def settings(self) -> CampaignSettings:
-        c = self.cfg.campaign
-        return CampaignSettings(**{k: v for k, v in c.model_dump().items() if k != "app_dir"})
+    def settings(self) -> CampaignSection:
+        return self.cfg.campaign
 
     def agents_online(self) -> int:
         count, at = self._online
@@ -110,9 +100,23 @@ class Coordinator:
         self.campaign.start()
         return cid
 
-    def _campaign_body(self, cid: str, trigger: str, slot: str | None, attempt: int = 1) -> None:
+    def _campaign_body(self, cid: str, trigger: str, slot: str | None) -> None:
+        """Run the campaign; resubmit it once (a loop, as a new campaign id) when it failed
+        because the SuperLink restarted under it."""
+        for attempt in (1, 2):
+            restarts_before = self.link_restarts
+            status = self._campaign_attempt(cid)
+            if status != "failed" or self.link_restarts == restarts_before or attempt == 2:
+                return
+            new_cid = new_campaign_id()
+            self.log.warning("campaign_resubmitted", campaign=cid, new_campaign=new_cid,
+                             reason="the SuperLink restarted during the run")
+            self.state.campaign_started(new_cid, "resubmit", slot, attempt=attempt + 1)
+            cid = new_cid
+
+    def _campaign_attempt(self, cid: str) -> str:
+        """One run of a campaign, recorded; returns its status ("crashed" is never retried)."""
         log = self.log.bind(campaign=cid)
-        restarts_before = self.link_restarts
 
         def on_event(event: dict) -> None:
             if event["event"] == "submitted":
@@ -125,7 +129,7 @@ class Coordinator:
         except Exception as exc:  # noqa: BLE001 - recorded, never kills the service
             log.exception("campaign_crashed")
             self.state.campaign_finished(cid, "failed", f"internal error: {exc}", None)
-            return
+            return "crashed"
         if outcome.model_version is not None:
             # Before the campaign reads as finished: whoever waits for it sees the gate's verdict.
             try:
@@ -135,12 +139,7 @@ class Coordinator:
                 self.state.model_recorded(outcome.model_version, cid, None, "candidate",
                                           f"champion gate failed: {exc}")
         self.state.campaign_finished(cid, outcome.status, outcome.reason, outcome.model_version)
-        if outcome.status == "failed" and self.link_restarts > restarts_before and attempt == 1:
-            new_cid = new_campaign_id()
-            log.warning("campaign_resubmitted", reason="the SuperLink restarted during the run",
-                        new_campaign=new_cid)
-            self.state.campaign_started(new_cid, "resubmit", slot, attempt=2)
-            return self._campaign_body(new_cid, "resubmit", slot, attempt=2)
+        return outcome.status
 
     def apply_gate(self, version: int, cid: str, log) -> None:
         c = self.cfg.campaign
@@ -212,7 +211,7 @@ class Coordinator:
         running = self.state.running_campaign()
         champ = self.state.champion()
         nxt = self.scheduler.next_fire_time(datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
-        online = sum(1 for a in fleet_view(self.state, self.cfg.api.online_after_seconds) if a["online"])
+        online = sum(1 for agent in fleet_view(self.state, self.cfg.api.online_after_seconds) if agent.online)
         return (f"{'campaign ' + running['id'] if running else 'idle'}; {online} agent(s) reporting; "
                 f"champion {'v' + str(champ) if champ else 'none'}; next campaign {nxt}")
 
@@ -256,7 +255,7 @@ class Coordinator:
         deadline = time.monotonic() + 30
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.1)
-        self.notify("READY=1")
+        self.notify.ready()
         self.log.info("coordinator_ready", superlink=self.link.address,
                       api=f"{self.cfg.api.host}:{self.cfg.api.port}")
         while not self.stop.wait(1.0):
@@ -264,13 +263,13 @@ class Coordinator:
                 self.tick()
             except Exception:  # noqa: BLE001 - logged; the loop (and watchdog) go on
                 self.log.exception("tick_failed")
-            self.notify(f"STATUS={self.status_line()}")
+            self.notify.status(self.status_line())
             if api_thread.is_alive() and self.deployer.is_alive():
-                self.notify("WATCHDOG=1")
+                self.notify.watchdog()
         return self.shutdown(server)
 
     def shutdown(self, server) -> int:
-        self.notify("STOPPING=1")
+        self.notify.stopping()
         self.log.info("coordinator_stopping")
         running = self.state.running_campaign()
         if running and running.get("run_id"):

@@ -179,16 +179,15 @@ class State:
                 return row["name"]
         return None
 
-    def heartbeat(self, name: str, payload: dict, address: str) -> None:
+    def heartbeat(self, name: str, payload_json: str, address: str) -> None:
+        """Store a heartbeat the API has validated (as its JSON text)."""
         self._tx("UPDATE agents SET last_heartbeat=?, last_payload=?, address=? WHERE name=?",
-                 (time.time(), json.dumps(payload), address, name))
+                 (time.time(), payload_json, address, name))
 
     def agents(self) -> list[dict]:
-        rows = self._all("SELECT name, created_at, last_heartbeat, last_payload, address "
+        """Agents with their last heartbeat as stored JSON text (fleet.fleet_view parses it)."""
+        return self._all("SELECT name, created_at, last_heartbeat, last_payload, address "
                          "FROM agents ORDER BY name")
-        for row in rows:
-            row["last_payload"] = json.loads(row["last_payload"]) if row["last_payload"] else None
-        return rows
 
     # -- models and the champion ----------------------------------------------------------
     def model_recorded(self, version: int, campaign_id: str | None, score: float | None,

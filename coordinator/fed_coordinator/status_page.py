@@ -9,6 +9,8 @@ from __future__ import annotations
 import html
 import time
 
+from .fleet import AgentRow
+
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
 
 
@@ -53,21 +55,25 @@ def _age(seconds: float | None) -> str:
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
 
 
-def render_status_page(fleet: list[dict], campaigns: list[dict], models: list[dict],
+def _agent_row(agent: AgentRow) -> str:
+    esc = html.escape
+    beat = agent.heartbeat
+    per_label = ", ".join(f"{label} {counts.total}" for label, counts in beat.images.labels.items()) if beat else ""
+    last = beat.last_training if beat else None
+    acc = last.local_test_accuracy if last else None
+    state = "online" if agent.online else "offline"
+    return (f'<tr class="agent" data-agent="{esc(agent.name)}"><td>{esc(agent.name)}</td>'
+            f'<td class="{state}">{state}</td>'
+            f'<td>{esc(agent.supernode_state or "-")}</td><td>{_age(agent.heartbeat_age_seconds)}</td>'
+            f'<td>{esc(per_label or "-")}</td><td>{beat.images.quarantined if beat else "-"}</td>'
+            f'<td>{esc((last.campaign if last else "") or "-")}</td>'
+            f'<td>{"-" if acc is None else f"{acc:.2f}"}</td></tr>')
+
+
+def render_status_page(fleet: list[AgentRow], campaigns: list[dict], models: list[dict],
                        champion: int | None) -> str:
     esc = html.escape
-    rows = []
-    for a in fleet:
-        images = a.get("images") or {}
-        per_label = ", ".join(f"{k} {v['train'] + v['test']}" for k, v in (images.get("labels") or {}).items())
-        last = a.get("last_training") or {}
-        acc = last.get("local_test_accuracy")
-        rows.append(
-            f'<tr class="agent" data-agent="{esc(a["name"])}"><td>{esc(a["name"])}</td>'
-            f'<td class="{"online" if a["online"] else "offline"}">{"online" if a["online"] else "offline"}</td>'
-            f'<td>{esc(str(a.get("supernode_state") or "-"))}</td><td>{_age(a["heartbeat_age_seconds"])}</td>'
-            f'<td>{esc(per_label or "-")}</td><td>{images.get("quarantined", "-")}</td>'
-            f'<td>{esc(str(last.get("campaign") or "-"))}</td><td>{"-" if acc is None else f"{acc:.2f}"}</td></tr>')
+    rows = [_agent_row(agent) for agent in fleet]
     camp_rows = "".join(
         f'<tr><td>{esc(c["id"])}</td><td>{esc(c["trigger"])}</td><td>{esc(c["status"])}</td>'
         f'<td>{esc(c["reason"] or "")}</td><td>{c["model_version"] or "-"}</td></tr>' for c in campaigns)

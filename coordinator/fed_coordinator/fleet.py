@@ -1,0 +1,61 @@
+"""The fleet as readers see it: one typed row per agent, from the validated heartbeats.
+
+Every reader (fleet API, status page, /metrics, fedctl, the service's STATUS= line) goes
+through `fleet_view`, and each row carries the agent's last heartbeat as a
+`fed_common.heartbeat.Heartbeat` (or None), never a dict: the API validated it before it was
+stored, and one stored before the schema existed reads as None instead of raising.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from fed_common.heartbeat import Heartbeat
+
+from .state import State
+
+
+@dataclass(frozen=True)
+class AgentRow:
+    name: str
+    online: bool
+    heartbeat_age_seconds: Optional[float]
+    address: Optional[str]
+    heartbeat: Optional[Heartbeat]
+
+    @property
+    def supernode_state(self) -> Optional[str]:
+        return self.heartbeat.supernode.state if self.heartbeat else None
+
+    @property
+    def image_total(self) -> int:
+        return self.heartbeat.images.total if self.heartbeat else 0
+
+    def to_json(self) -> dict[str, Any]:
+        """The API's shape (kept from before the schema, so scripts keep working)."""
+        beat = self.heartbeat
+        return {
+            "name": self.name, "online": self.online, "address": self.address,
+            "heartbeat_age_seconds": self.heartbeat_age_seconds,
+            "supernode_state": self.supernode_state,
+            "node_id": beat.supernode.node_id if beat else None,
+            "version": beat.version if beat else None,
+            "last_training": beat.last_training.model_dump() if beat and beat.last_training else None,
+            "images": beat.images.model_dump() if beat else None,
+            "disk_free_bytes": beat.disk_free_bytes if beat else None,
+            "cpu_temperature_c": beat.cpu_temperature_c if beat else None,
+        }
+
+
+def fleet_view(state: State, online_after: float, now: float | None = None) -> list[AgentRow]:
+    now = now or time.time()
+    rows = []
+    for agent in state.agents():
+        seen = agent["last_heartbeat"]
+        age = None if seen is None else round(now - seen, 1)
+        rows.append(AgentRow(name=agent["name"], online=age is not None and age <= online_after,
+                             heartbeat_age_seconds=age, address=agent["address"],
+                             heartbeat=Heartbeat.from_stored(agent["last_payload"])))
+    return rows

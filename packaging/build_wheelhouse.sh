@@ -4,9 +4,9 @@
 #   packaging/build_wheelhouse.sh OUT_DIR [--platform native|linux_aarch64] [--python 3.11]
 #                                 [--only agent|coordinator] [--check] [--dry-run]
 #
-# OUT_DIR/agent/*.whl         fed-agent and every dependency (NO TensorFlow), pinned by
+# OUT_DIR/agent/*.whl         fed-agent, fedapp, fed-common and every dependency (NO TensorFlow), pinned by
 #                             packaging/constraints-agent.txt
-# OUT_DIR/coordinator/*.whl   fed-coordinator, fedapp, fed-agent and every dependency, pinned
+# OUT_DIR/coordinator/*.whl   fed-coordinator, fedapp, fed-common and every dependency, pinned
 #                             by packaging/constraints-coordinator.txt
 # OUT_DIR/fedapp-app.tar.gz   the Flower App folder (fedapp/pyproject.toml + fedapp/fedapp/*.py)
 #                             that the coordinator's campaign.app_dir points at once unpacked
@@ -72,7 +72,7 @@ run() { echo "+ $*" >&2; [ "$DRY_RUN" = 1 ] || "$@"; }
 
 # 1. This project's own wheels (pure Python).
 echo "== project wheels" >&2
-for pkg in agent fedapp coordinator; do
+for pkg in common agent fedapp coordinator; do
   # Built from a copy: an in-tree build would leave build/ and *.egg-info in the checkout.
   mkdir -p "$WORK/src"
   cp -r "$REPO/$pkg" "$WORK/src/$pkg"
@@ -89,6 +89,7 @@ local_wheel() {
   [ -f "${found[0]}" ] || die "no $1 wheel was built"
   echo "${found[0]}"
 }
+COMMON_WHL="$(local_wheel fed_common)"
 AGENT_WHL="$(local_wheel fed_agent)"
 FEDAPP_WHL="$(local_wheel fedapp)"
 COORD_WHL="$(local_wheel fed_coordinator)"
@@ -122,9 +123,9 @@ build_agent() {
   echo "== agent ($([ "$PLATFORM" = native ] && echo "$MACHINE" || echo "$PLATFORM"), CPython $PYVER)" >&2
   local dest="$WORK/agent"
   if [ "$PLATFORM" = native ]; then
-    native_wheels "$dest" "$REPO/packaging/constraints-agent.txt" "$AGENT_WHL"
+    native_wheels "$dest" "$REPO/packaging/constraints-agent.txt" "$AGENT_WHL" "$FEDAPP_WHL" "$COMMON_WHL"
   else
-    aarch64_wheels "$dest" "$REPO/packaging/constraints-agent.txt" "$AGENT_WHL"
+    aarch64_wheels "$dest" "$REPO/packaging/constraints-agent.txt" "$AGENT_WHL" "$FEDAPP_WHL" "$COMMON_WHL"
   fi
   [ "$DRY_RUN" = 1 ] && return
   # A Pi must never get TensorFlow (1.3 GB, and no wheel for 32-bit Pi OS at all).
@@ -137,7 +138,7 @@ build_agent() {
 build_coordinator() {
   echo "== coordinator ($MACHINE, CPython $PY_HAVE)" >&2
   local dest="$WORK/coordinator"
-  native_wheels "$dest" "$REPO/packaging/constraints-coordinator.txt" "$COORD_WHL" "$FEDAPP_WHL" "$AGENT_WHL"
+  native_wheels "$dest" "$REPO/packaging/constraints-coordinator.txt" "$COORD_WHL" "$FEDAPP_WHL" "$COMMON_WHL"
   [ "$DRY_RUN" = 1 ] && return
   rm -rf "$OUT/coordinator"; mv "$dest" "$OUT/coordinator"
 }

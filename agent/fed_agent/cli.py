@@ -21,8 +21,10 @@ def main(argv: list[str] | None = None) -> int:
                         choices=["run", "validate-config", "print-default-config"])
     args = parser.parse_args(argv)
 
-    from .config import config_command, default_config_yaml, load_config
-    from .logs import configure
+    from fed_common.config import config_command
+    from fed_common.logs import configure
+
+    from .config import default_config_yaml, load_config
 
     cfg, status = config_command("fed-agent", args.config, args.command, load_config,
                                  default_config_yaml)

@@ -8,11 +8,11 @@ at start-up with a message naming the key (``At 'heartbeat.interval': must be at
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal, Optional
+from typing import Annotated, Optional
 from urllib.parse import urlsplit
 
-from fed_common.config import (LABEL_PATTERN, NAME_PATTERN, STRICT, ConfigError, check_host_port,
-                               load_model, non_empty_path, sample_yaml)
+from fed_common.config import (LABEL_PATTERN, NAME_PATTERN, STRICT, ConfigError, LoggingSection, check_host_port,
+                               load_model, non_empty_path, sample_yaml, unique_labels)
 from pydantic import BaseModel, Field, StringConstraints, ValidationInfo, field_validator
 
 __all__ = ["AgentConfig", "ConfigError", "load_config", "default_config_yaml"]
@@ -90,15 +90,6 @@ class InboxSection(BaseModel):
     settle_seconds: float = Field(2.0, ge=0, description="Files changed more recently wait for the next scan.")
 
 
-class LoggingSection(BaseModel):
-    model_config = STRICT
-    level: Literal["debug", "info", "warning", "error"] = Field("info", description="debug, info, warning or error.")
-
-    @field_validator("level", mode="before")
-    def _lower_level(cls, value: Any) -> Any:
-        return value.lower() if isinstance(value, str) else value
-
-
 Label = Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]
 
 
@@ -115,12 +106,7 @@ class AgentConfig(BaseModel):
                                 description="Class names (2 or more, unique); one inbox folder each.")
     logging: LoggingSection = Field(default_factory=LoggingSection, description="Log output.")
 
-    @field_validator("labels")
-    def _unique_labels(cls, value: list[str]) -> list[str]:
-        duplicates = sorted({label for label in value if value.count(label) > 1})
-        if duplicates:
-            raise ValueError(f"must not repeat a label (repeated: {', '.join(duplicates)})")
-        return value
+    _unique_labels = field_validator("labels")(unique_labels)
 
     @property
     def inbox_dir(self) -> Path:

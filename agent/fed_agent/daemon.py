@@ -17,7 +17,7 @@ from . import __version__
 from .health import system_snapshot
 from .heartbeat import HeartbeatSender
 from .inbox import Inbox
-from .notify import Notifier
+from fed_common.notify import Notifier
 from .supervisor import SuperNodeSupervisor
 
 

@@ -17,7 +17,7 @@ import threading
 import time
 from pathlib import Path
 
-from .logs import emit_raw
+from fed_common.logs import emit_raw
 
 BIN_DIR = Path(sys.executable).parent
 STABLE_SECONDS = 60.0

@@ -14,10 +14,10 @@ import ipaddress
 import re
 import sys
 from pathlib import Path
-from typing import Any, TypeVar, get_origin
+from typing import Any, Literal, TypeVar, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
 LABEL_PATTERN = r"^[A-Za-z0-9_-]+$"
@@ -94,6 +94,26 @@ def _human(err: dict[str, Any]) -> str:
     if kind == "value_error" and "error" in ctx:
         return str(ctx["error"])
     return str(err.get("msg", kind))
+
+
+def unique_labels(labels: list[str]) -> list[str]:
+    """A labels-list validator: each class name once (the model's outputs are by position)."""
+    repeated = sorted({label for label in labels if labels.count(label) > 1})
+    if repeated:
+        raise ValueError(f"must not repeat a label (repeated: {', '.join(repeated)})")
+    return labels
+
+
+class LoggingSection(BaseModel):
+    """Every daemon's `logging:` section."""
+
+    model_config = STRICT
+    level: Literal["debug", "info", "warning", "error"] = Field("info", description="debug, info, warning or error.")
+
+    @field_validator("level", mode="before")
+    @classmethod
+    def _lower_level(cls, value: Any) -> Any:
+        return value.lower() if isinstance(value, str) else value
 
 
 def check_host_port(value: str) -> str:

@@ -9,9 +9,9 @@ misspelled or out-of-range one fails here, at config validation.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
-from fed_common.config import STRICT, ConfigError, load_model, sample_yaml
+from fed_common.config import STRICT, ConfigError, LoggingSection, load_model, sample_yaml
 from fedapp.run_config import RunSettings
 from pydantic import BaseModel, Field, field_validator
 
@@ -104,16 +104,6 @@ class EdgeImpulseSection(BaseModel):
     job_timeout: float = Field(1800, gt=0, description="seconds a build job may take")
     retry_initial_seconds: float = Field(60, ge=1, description="first retry of a failed deploy")
     retry_max_seconds: float = Field(3600, ge=1, description="longest wait between retries")
-
-
-class LoggingSection(BaseModel):
-    model_config = _STRICT
-    level: Literal["debug", "info", "warning", "error"] = Field("info", description="log level")
-
-    @field_validator("level", mode="before")
-    @classmethod
-    def _lower(cls, value):
-        return value.lower() if isinstance(value, str) else value
 
 
 class CoordinatorConfig(BaseModel):

@@ -57,7 +57,7 @@ def build(out: Path, log=print) -> Path:
         cache.mkdir()
         for part in PARTS:
             for whl in (out / part).glob("*.whl"):
-                if not whl.name.startswith(("fed_agent-", "fed_coordinator-", "fedapp-")):
+                if not whl.name.startswith(("fed_agent-", "fed_coordinator-", "fedapp-", "fed_common-")):
                     target = cache / whl.name
                     if not target.exists():
                         os.link(whl, target)

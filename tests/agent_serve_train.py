@@ -1,11 +1,13 @@
 """Run by test_agent_without_tensorflow.py with the AGENT venv's python.
 
 Blocks any import of TensorFlow/Keras, then serves a real artifacts message and a real train
-message through the fedapp ClientApp object (Flower's own routing), and prints a JSON summary.
+message through the fedapp ClientApp object (Flower's own routing), with the node-config the
+agent writes (NodeConfig, parsed as flower-supernode parses it), and prints a JSON summary.
 """
 
 import json
 import sys
+from pathlib import Path
 
 
 class BlockTensorFlow:
@@ -21,18 +23,23 @@ sys.path.insert(0, fedapp_dir)
 
 import numpy as np  # noqa: E402
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, RecordDict  # noqa: E402
+from flwr.common.config import parse_config_args  # noqa: E402
 
 from flwr.supercore.task_identity import TaskIdentity  # noqa: E402
 
-from fedapp.artifacts import sha256_file  # noqa: E402
+from fed_common.files import sha256_file  # noqa: E402
+from fed_common.node_config import LastTraining, NodeConfig  # noqa: E402
 from fedapp.client_app import app  # noqa: E402
 from fedapp.head import init_head  # noqa: E402
+from fedapp.run_config import TrainConfig  # noqa: E402
 
 # What flwr-clientapp sets for the task it serves (the message's ids come from it).
 TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 42, 1
-context = Context(run_id=7, node_id=42, node_config={"data-dir": data_dir, "cache-dir": cache_dir,
-                                                   "agent-name": "pi-test"},
-                  state=RecordDict(), run_config={})
+status_file = str(Path(cache_dir).parent / "last_training.json")
+node = NodeConfig(data_dir=data_dir, cache_dir=cache_dir, agent_name="pi-test", status_file=status_file)
+# the agent's --node-config string, parsed the way flower-supernode parses it
+node_config = parse_config_args([node.to_flwr()])
+context = Context(run_id=7, node_id=42, node_config=node_config, state=RecordDict(), run_config={})
 shas = {"backbone": sha256_file(backbone), "trainer": sha256_file(trainer)}
 offer = ConfigRecord({"backbone-sha": shas["backbone"], "trainer-sha": shas["trainer"],
                       "backbone-bytes": open(backbone, "rb").read(),
@@ -41,9 +48,10 @@ query = Message(RecordDict({"artifacts": offer}), 42, "query.artifacts")
 missing = str(app(query, context).content["artifacts"]["missing"])
 
 start = init_head(0)
-config = ConfigRecord({"labels": "head,hardhat", "local-epochs": 2, "batch-size": 8,
-                       "learning-rate": 0.01, "momentum": 0.9, "seed": 0, "server-round": 1,
-                       "backbone-sha": shas["backbone"], "trainer-sha": shas["trainer"]})
+config = ConfigRecord(TrainConfig(
+    labels=["head", "hardhat"], local_epochs=2, batch_size=8, learning_rate=0.01, momentum=0.9,
+    seed=0, campaign="c-test", backbone_sha=shas["backbone"], trainer_sha=shas["trainer"],
+    server_round=1).to_record())
 msg = Message(RecordDict({"arrays": ArrayRecord(start), "config": config}), 42, "train")
 reply = app(msg, context)
 weights = reply.content["arrays"].to_numpy_ndarrays()
@@ -53,5 +61,6 @@ print(json.dumps({
     "changed": bool(any(not np.array_equal(a, b) for a, b in zip(weights, start))),
     "metrics": dict(reply.content["metrics"]),
     "skipped": str(reply.content["info"]["skipped"]),
+    "last_training": last.model_dump() if (last := LastTraining.read(status_file)) else None,
     "tensorflow_loaded": any(m.split(".")[0] in ("tensorflow", "keras") for m in sys.modules),
 }))

@@ -47,3 +47,7 @@ def test_train_message_served_without_tensorflow(tmp_path, agent_artifacts):
     # the embeddings are cached: one file per usable image, keyed by backbone hash
     cached = list((tmp_path / "cache").glob("emb-*/*.npy"))
     assert len(cached) == 32
+    # the agent's heartbeat reads this record (fed_common.node_config.LastTraining)
+    last = result["last_training"]
+    assert (last["campaign"], last["run_id"], last["round"], last["examples"]) == ("c-test", 7, 1, 24)
+    assert 0 <= last["train_accuracy"] <= 1 and last["backbone_sha"]

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from fedapp.progress import event_json, read_progress
 from fedapp.run_config import RunConfig
 
 from .config import CampaignSection
@@ -61,15 +62,11 @@ def preflight(s: CampaignSection) -> Path:
     return test_dir
 
 
-def read_progress(path: Path, offset: int) -> tuple[list[dict], int]:
-    if not path.is_file():
-        return [], offset
-    with open(path, encoding="utf-8") as fh:
-        fh.seek(offset)
-        chunk = fh.read()
-    complete = chunk[: chunk.rfind("\n") + 1]  # ignore a line still being written
-    events = [json.loads(line) for line in complete.splitlines() if line.strip()]
-    return events, offset + len(complete.encode("utf-8"))
+def read_events(path: Path, offset: int) -> tuple[list[dict], int]:
+    """The ServerApp's progress events, each validated against fedapp.progress's models (a
+    line that does not parse is skipped there), in their JSON form for the state store."""
+    events, offset = read_progress(path, offset)
+    return [json.loads(event_json(event)) for event in events], offset
 
 
 class CampaignRunner:
@@ -110,7 +107,7 @@ class CampaignRunner:
         deadline = time.monotonic() + s.deadline_seconds
         offset, status, failure = 0, "", ""
         while True:
-            events, offset = read_progress(out / "progress.jsonl", offset)
+            events, offset = read_events(out / "progress.jsonl", offset)
             for event in events:
                 if event["event"] == "round":
                     outcome.rounds.append(event)
@@ -161,7 +158,7 @@ class CampaignRunner:
         head = load_head(out / "head_final.npz")
         calib_scan = scan_folder(Path(s.server_data_dir) / "test", s.labels)
         calibration = [load_image(f.path) for f in calib_scan.files[:100]]
-        started = next((e for e in read_progress(out / "progress.jsonl", 0)[0]
+        started = next((e for e in read_events(out / "progress.jsonl", 0)[0]
                         if e["event"] == "started"), {})
         per_round = [r for r in outcome.rounds if r.get("round", 0) > 0]
         participants = sorted({p["agent"] for r in per_round for p in r.get("participants", [])})

@@ -6,20 +6,13 @@ last night is not sent again: the ServerApp asks which hashes a node lacks and s
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from pathlib import Path
 
+from fed_common.files import atomic_write, sha256_bytes, sha256_file
+
+__all__ = ["ARTIFACT_NAMES", "ArtifactStore", "sha256_file"]  # sha256_file: coordinator imports it here
+
 ARTIFACT_NAMES = ("backbone", "trainer")
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class ArtifactStore:
@@ -34,18 +27,13 @@ class ArtifactStore:
         return self.path(sha).is_file()
 
     def put(self, data: bytes, expected_sha: str) -> Path:
-        actual = hashlib.sha256(data).hexdigest()
+        """Store shipped bytes under their hash; refuse bytes that do not match it."""
+        actual = sha256_bytes(data)
         if actual != expected_sha:
             raise ValueError(f"artifact hash mismatch: expected {expected_sha}, got {actual}")
         target = self.path(expected_sha)
-        if target.is_file():
-            return target
-        fd, tmp = tempfile.mkstemp(dir=self.root, suffix=".part")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
+        if not target.is_file():
+            atomic_write(target, data)
         return target
 
     def require(self, sha: str) -> Path:

@@ -7,11 +7,11 @@ epoch, as a Keras fit through the full model does, is wasted work on a Pi. The c
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import numpy as np
+from fed_common.files import atomic_write
 
 from .images import LabeledFile, decode_image
 from .tflite import load_interpreter
@@ -46,10 +46,9 @@ class EmbeddingCache:
             except (OSError, ValueError):
                 target.unlink(missing_ok=True)  # our own corrupt cache entry, recompute
         vec = self._embed(decode_image(item.data, str(item.path))).astype(np.float32)
-        fd, tmp = tempfile.mkstemp(dir=self.dir, suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            np.save(fh, vec)
-        os.replace(tmp, target)
+        buf = io.BytesIO()
+        np.save(buf, vec)
+        atomic_write(target, buf.getvalue())
         self.computed += 1
         return vec
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Mapping
 
+from fed_common.config import unique_labels
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
@@ -59,13 +60,7 @@ class RunSettings(BaseModel):
     node_wait_seconds: float = Field(120.0, ge=1, description="how long a round waits for agents")
     round_timeout_seconds: float = Field(600.0, ge=5, description="a round ends at this deadline")
 
-    @field_validator("labels")
-    @classmethod
-    def _unique(cls, labels: list[str]) -> list[str]:
-        repeated = sorted({label for label in labels if labels.count(label) > 1})
-        if repeated:
-            raise ValueError(f"must not repeat a label (repeated: {', '.join(repeated)})")
-        return labels
+    _unique_labels = field_validator("labels")(unique_labels)
 
     def run_settings(self) -> "RunSettings":
         """Just the RunSettings part of a subclass (the coordinator's campaign section)."""

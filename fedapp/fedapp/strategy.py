@@ -14,6 +14,9 @@ from collections.abc import Iterable
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
+from pydantic import ValidationError
+
+from .progress import Participant
 
 
 class CampaignError(RuntimeError):
@@ -65,14 +68,23 @@ class DeadlineFedAvg(FedAvg):
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
+        """FedAvg over the replies that trained; the round's facts go to `self.rounds`."""
         replies = list(replies)
         info = self.rounds[server_round]
-        ok = [m for m in replies if not m.has_error()]
         failed = [m for m in replies if m.has_error()]
-        missing = info["sent_to"] - len(replies)
         for m in failed:
             self.log.warning("node_failed", round=server_round, node=m.metadata.src_node_id,
                              reason=m.error.reason)
+        ok: list[Message] = []
+        participants: list[Participant] = []
+        for m in (m for m in replies if not m.has_error()):
+            participant = self._participant(server_round, m)
+            if participant is None:
+                failed.append(m)
+                continue
+            ok.append(m)
+            participants.append(participant)
+        missing = info["sent_to"] - len(replies)
         if missing:
             self.log.warning("round_timeout", round=server_round, missing_replies=missing)
         if len(ok) < self.min_completed:
@@ -80,19 +92,26 @@ class DeadlineFedAvg(FedAvg):
                 f"round {server_round}: {len(ok)} node(s) completed training, need "
                 f"{self.min_completed} ({len(failed)} failed, {missing} timed out)"
             )
-        participants = []
-        for m in ok:
-            metrics = dict(m.content["metrics"])
-            extra = m.content["info"] if "info" in m.content else ConfigRecord()
-            agent = str(extra.get("agent", m.metadata.src_node_id))
-            skipped = [line.split("\t", 1) for line in str(extra.get("skipped", "")).splitlines()]
-            for path, reason in skipped:
-                self.log.warning("agent_skipped_file", round=server_round, agent=agent,
-                                 file=path, reason=reason)
-            participants.append({
-                "agent": agent, "node_id": m.metadata.src_node_id,
-                "bytes_up": array_bytes(m.content["arrays"]), "skipped": skipped, **metrics,
-            })
         info.update(participants=participants, failed=len(failed), timed_out=missing,
-                    bytes_up_per_agent=max(p["bytes_up"] for p in participants))
+                    bytes_up_per_agent=max(p.bytes_up for p in participants))
         return super().aggregate_train(server_round, ok)
+
+    def _participant(self, server_round: int, m: Message) -> Participant | None:
+        """The reply as a Participant, or None (logged) when it is not a usable reply."""
+        extra = m.content["info"] if "info" in m.content else ConfigRecord()
+        agent = str(extra.get("agent", m.metadata.src_node_id))
+        skipped = []
+        for line in str(extra.get("skipped", "")).splitlines():
+            path, _, reason = line.partition("\t")
+            skipped.append((path, reason))
+            self.log.warning("agent_skipped_file", round=server_round, agent=agent,
+                             file=path, reason=reason)
+        try:
+            return Participant.model_validate({
+                **dict(m.content["metrics"]), "agent": agent, "node_id": m.metadata.src_node_id,
+                "bytes_up": array_bytes(m.content["arrays"]), "skipped": skipped,
+            })
+        except (KeyError, ValidationError) as exc:
+            self.log.warning("node_reply_unusable", round=server_round, agent=agent,
+                             reason=str(exc)[:500])
+            return None

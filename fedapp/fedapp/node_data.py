@@ -1,0 +1,59 @@
+"""What a node trains on: exactly the images its inbox stored, checked again before use.
+
+Why through `fed_common.store.ImageStore`: the inbox decides what is stored (and the
+split, by hash), and the ClientApp must train on that and nothing else. The store index is
+reconciled with the files on disk (files it lacks are hashed), so a plain
+`data/<split>/<label>/` folder without an index works too (the local fleet and the tests
+use such folders). Every file is read once and checked on the bytes actually used: a file
+whose content no longer matches its index hash, or that is not an image (the one
+`fed_common.images` check), is skipped and named with the reason, never silently dropped.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from fed_common.files import sha256_bytes
+from fed_common.images import image_problem
+from fed_common.node_config import NodeConfig
+from fed_common.store import ImageStore
+
+from .images import LabeledFile, unknown_label_folders
+
+Skipped = tuple[str, str]  # (file or folder, reason)
+HASH_CHANGED = "content changed since the inbox stored it (SHA-256 differs from the index)"
+
+
+def _usable(path: Path, expected_sha: str) -> tuple[bytes | None, str | None]:
+    """(bytes, None) for a file to use, else (None, why not)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        return None, f"unreadable ({exc.strerror or exc})"
+    if sha256_bytes(data) != expected_sha:
+        return None, HASH_CHANGED
+    problem = image_problem(data)
+    return (None, problem) if problem else (data, None)
+
+
+def load_split(store: ImageStore, split: str, labels: list[str]) -> tuple[list[LabeledFile], list[Skipped]]:
+    """The split's usable images of these labels (in path order) and what was skipped."""
+    files: list[LabeledFile] = []
+    skipped: list[Skipped] = unknown_label_folders(store.data_dir / split, labels)
+    for entry in store.entries(split, labels):
+        path = store.path_of(entry)
+        data, reason = _usable(path, entry.sha256)
+        if data is None:
+            skipped.append((str(path), reason or "unusable"))
+            continue
+        files.append(LabeledFile(path, labels.index(entry.label), data, entry.sha256))
+    return files, skipped
+
+
+def load_node_data(node: NodeConfig, labels: list[str]
+                   ) -> tuple[list[LabeledFile], list[LabeledFile], list[Skipped]]:
+    """(train files, local test files, skipped) from the node's image store; read-only."""
+    store = ImageStore(node.data_dir)
+    train_files, train_skipped = load_split(store, "train", labels)
+    test_files, test_skipped = load_split(store, "test", labels)
+    return train_files, test_files, train_skipped + test_skipped

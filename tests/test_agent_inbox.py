@@ -190,7 +190,8 @@ def test_index_survives_restart_and_is_rebuilt(tmp_path):
     make_inbox(tmp_path).ingest()
     index_path = tmp_path / "data" / ".index.json"
     index = json.loads(index_path.read_text())
-    assert list(index) == [hashlib.sha256(data).hexdigest()]
+    assert [entry["sha256"] for entry in index["images"]] == [hashlib.sha256(data).hexdigest()]
+    assert index["images"][0]["label"] == "head" and index["images"][0]["size"] == len(data)
 
     drop(tmp_path, "head/b.jpg", data)
     assert make_inbox(tmp_path).ingest().quarantined[0][1].startswith("duplicate of data/")

@@ -26,29 +26,25 @@ a move and the index update, or a deleted index, only costs some hashing.
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import os
 import re
 import stat
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import structlog
-from PIL import Image, UnidentifiedImageError
+from fed_common.files import atomic_write, sha256_bytes
+from fed_common.images import image_problem
+from fed_common.store import REASON_SUFFIX, SPLITS, ImageStore, IndexEntry, StoreLayout, split_for
 
-SPLITS = ("train", "test")
-INDEX_NAME = ".index.json"
+__all__ = ["Inbox", "IngestReport", "is_ignored", "split_for"]
 UNLABELED = "_unlabeled"
-REASON_SUFFIX = ".reason.json"
-# Formats a camera or phone produces; others (e.g. EPS, which runs Ghostscript) are refused.
-FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")  # JPEG includes phones' MPO files
 _LABEL = re.compile(r"^[A-Za-z0-9_-]+$")
-_ADDRESS = re.compile(r" (?:at|object at) 0x[0-9a-fA-F]+")
 
 log = structlog.get_logger()
 
@@ -56,11 +52,6 @@ log = structlog.get_logger()
 def is_ignored(name: str) -> bool:
     """Names a writer uses while a file is incomplete (and hidden files): never touched."""
     return name.startswith(".") or name.lower().endswith((".part", ".tmp"))
-
-
-def split_for(sha256: str, test_fraction: float) -> str:
-    """'test' or 'train', decided by the content hash alone so it is stable everywhere."""
-    return "test" if int(sha256[:8], 16) / 2**32 < test_fraction else "train"
 
 
 @dataclass
@@ -89,11 +80,11 @@ class Inbox:
         self.labels = list(labels)
         self.min_width, self.min_height, self.max_bytes = min_width, min_height, max_bytes
         self.test_fraction, self.settle_seconds, self._clock = test_fraction, settle_seconds, clock
-        self.inbox_dir = self.state_dir / "inbox"
-        self.data_dir = self.state_dir / "data"
-        self.quarantine_dir = self.state_dir / "quarantine"
+        layout = StoreLayout(self.state_dir)
+        self.inbox_dir, self.data_dir, self.quarantine_dir = layout.inbox_dir, layout.data_dir, layout.quarantine_dir
+        self.store = ImageStore(self.data_dir)
         self._make_dirs()
-        self._index: dict[str, str] = self._load_index()  # sha256 -> path relative to data/
+        self._index: dict[str, IndexEntry] = self._load_index()
 
     def _make_dirs(self) -> None:
         # Made up front (and again each scan) so a person sees where to drop photos.
@@ -119,13 +110,13 @@ class Inbox:
                     log.error("inbox_file_error", file=str(path), error=str(exc))
         finally:
             if report.accepted:
-                _write_index(self.data_dir, self._index)
+                self.store.write_index(self._index)
         return report
 
     def counts(self) -> dict:
         """Stored images per label and split, quarantined files, and files still waiting."""
-        labels = {label: {split: sum(1 for p in _files(self.data_dir / split / label)) for split in SPLITS}
-                  for label in self.labels}
+        stored = Counter((entry.label, entry.split) for entry in self._index.values())
+        labels = {label: {split: stored[(label, split)] for split in SPLITS} for label in self.labels}
         quarantined = sum(1 for _, _, names in os.walk(self.quarantine_dir) for n in names
                           if not n.startswith(".") and not n.endswith(REASON_SUFFIX))
         return {"labels": labels, "quarantined": quarantined, "pending": sum(1 for _ in self._waiting())}
@@ -159,7 +150,7 @@ class Inbox:
             if st.st_size <= self.max_bytes:  # size is checked before anything is read or decoded
                 with open(path, "rb") as fh:  # + 1: notices a file that grew since lstat
                     data = fh.read(self.max_bytes + 1)
-                sha = hashlib.sha256(data).hexdigest() if len(data) <= self.max_bytes else None
+                sha = sha256_bytes(data) if len(data) <= self.max_bytes else None
             if folder is None:
                 reason = "not in a label folder"
             elif folder not in self.labels:
@@ -169,28 +160,13 @@ class Inbox:
             elif not data:
                 reason = "empty file"
             elif sha in self._index:
-                reason = f"duplicate of {(Path('data') / self._index[sha]).as_posix()}"
+                reason = f"duplicate of {(Path('data') / self._index[sha].path).as_posix()}"
             else:
-                reason = self._image_problem(data)
+                reason = image_problem(data, self.min_width, self.min_height)
         if reason is None and sha is not None and folder is not None:
             self._accept(path, folder, sha, report)
         else:
             self._quarantine(path, folder, reason or "unusable", sha, now, report)
-
-    def _image_problem(self, data: bytes) -> Optional[str]:
-        """Why these bytes are not a usable image, or None. Reasons hold no object addresses."""
-        try:
-            with Image.open(io.BytesIO(data), formats=FORMATS) as img:
-                img.load()  # a full decode: catches truncated files, not just bad headers
-                width, height = img.size
-        except UnidentifiedImageError:
-            return "not a readable image (unknown format)"
-        except Exception as exc:  # Pillow raises many types for corrupt data; all mean the same here
-            detail = _ADDRESS.sub("", str(exc)).strip() or type(exc).__name__
-            return f"not a readable image ({detail})"
-        if width < self.min_width or height < self.min_height:
-            return f"image too small ({width}x{height} < min {self.min_width}x{self.min_height})"
-        return None
 
     # ------------------------------------------------------------------ moving
 
@@ -198,7 +174,8 @@ class Inbox:
         split = split_for(sha, self.test_fraction)
         dest = _free_name(self.data_dir / split / label, sha[:16] + path.suffix.lower())
         os.replace(path, dest)
-        self._index[sha] = dest.relative_to(self.data_dir).as_posix()
+        self._index[sha] = IndexEntry(sha256=sha, label=label, split=split, size=dest.stat().st_size,
+                                      path=dest.relative_to(self.data_dir).as_posix())
         report.accepted.append((str(path), str(dest)))
         log.info("image_accepted", file=str(path), destination=str(dest), label=label, split=split)
 
@@ -210,57 +187,23 @@ class Inbox:
         os.replace(path, dest)  # the user's file first; the note about it second
         note = {"source": str(path), "reason": reason, "sha256": sha,
                 "time": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")}
-        _write_atomic(dest.with_name(dest.name + REASON_SUFFIX), json.dumps(note, indent=2) + "\n")
+        atomic_write(dest.with_name(dest.name + REASON_SUFFIX), json.dumps(note, indent=2) + "\n")
         report.quarantined.append((str(path), reason))
         log.warning("image_quarantined", file=str(path), reason=reason, destination=str(dest), label=folder)
 
     # ------------------------------------------------------------------ dedupe index
 
-    def _load_index(self) -> dict[str, str]:
+    def _load_index(self) -> dict[str, IndexEntry]:
         """The saved index, checked against the store's files; rebuilt by hashing as needed."""
-        index_path = self.data_dir / INDEX_NAME
-        try:
-            loaded = json.loads(index_path.read_text(encoding="utf-8"))
-            if not isinstance(loaded, dict) or not all(
-                    isinstance(k, str) and isinstance(v, str) for k, v in loaded.items()):
-                raise ValueError("not a mapping of sha256 to path")
-        except FileNotFoundError:
-            loaded = None
-        except (OSError, ValueError) as exc:
-            log.warning("inbox_index_unreadable", file=str(index_path), error=str(exc))
-            loaded = None
-        on_disk = {p.relative_to(self.data_dir).as_posix(): p for split in SPLITS
-                   for label_dir in _dirs(self.data_dir / split) for p in _files(label_dir)}
-        index = {sha: rel for sha, rel in (loaded or {}).items() if rel in on_disk}
-        known = set(index.values())
-        for rel, path in sorted(on_disk.items()):
-            if rel not in known:
-                index.setdefault(_hash_file(path), rel)
-        if index != loaded:
-            if loaded is not None or on_disk:  # not worth a line on a fresh install
-                log.info("inbox_index_rebuilt", file=str(index_path), images=len(on_disk), entries=len(index))
-            _write_index(self.data_dir, index)
+        saved = self.store.read_index()
+        if saved is None and self.store.index_path.exists():
+            log.warning("inbox_index_unreadable", file=str(self.store.index_path))
+        index = self.store.reconciled(saved)
+        if saved is None or {entry.sha256: entry for entry in saved.images} != index:
+            if saved is not None or index:  # not worth a line on a fresh install
+                log.info("inbox_index_rebuilt", file=str(self.store.index_path), entries=len(index))
+            self.store.write_index(index)
         return index
-
-
-def _dirs(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _files(folder: Path) -> list[Path]:
-    if not folder.is_dir():
-        return []
-    return sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-
-
-def _hash_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _free_name(folder: Path, name: str) -> Path:
@@ -272,17 +215,3 @@ def _free_name(folder: Path, name: str) -> Path:
         n += 1
         candidate = folder / f"{stem}-{n}{ext}"
     return candidate
-
-
-def _write_index(data_dir: Path, index: dict[str, str]) -> None:
-    _write_atomic(data_dir / INDEX_NAME, json.dumps(dict(sorted(index.items())), indent=0) + "\n")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    """Write via a hidden temp file + fsync + os.replace, so readers never see half a file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)

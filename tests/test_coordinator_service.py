@@ -3,13 +3,12 @@
 import json
 import shutil
 import subprocess
-import urllib.error
 import urllib.request
 
 import pytest
 
 from conftest import REPO, WEIGHTS, copy_small_dataset, free_port, needs_agent_venv, needs_shared, wait_for
-from test_api_heartbeat import GOOD
+from test_api_heartbeat import GOOD, post
 from coordinator_harness import BIN, CoordinatorProcess, fedctl, write_coordinator_config
 from fed_coordinator.local_fleet import SuperNodeProcess
 from fed_coordinator.registry import ModelRegistry
@@ -41,18 +40,6 @@ def env(tmp_path_factory):
     e["coord"].stop()
     for n in nodes:
         n.stop()
-
-
-def post(url, body: bytes, token: str | None = None):
-    req = urllib.request.Request(url, data=body, method="POST",
-                                 headers={"Content-Type": "application/json"})
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            return resp.status, json.loads(resp.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
 
 
 def get_json(url):

@@ -53,7 +53,7 @@ class NotifySocket:
 
 
 class HeartbeatServer:
-    """Loopback endpoint recording every heartbeat POST (body and headers)."""
+    """Loopback endpoint recording every heartbeat POST (headers, raw bytes and parsed body)."""
 
     def __init__(self, status: int = 200) -> None:
         received = self.received = []
@@ -64,7 +64,7 @@ class HeartbeatServer:
             def do_POST(self):  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 received.append({"time": time.monotonic(), "headers": dict(self.headers),
-                                 "body": json.loads(body)})
+                                 "raw": body, "body": json.loads(body)})
                 self.send_response(outer.status)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()

@@ -9,6 +9,8 @@ import pytest
 
 from agent_harness import AgentProcess, HeartbeatServer, NotifySocket, write_config
 from conftest import free_port, needs_agent_venv, wait_for
+from fed_agent.heartbeat import HeartbeatSender
+from fed_common.heartbeat import Heartbeat, SupernodeStatus
 from fed_coordinator.flower import FlwrCli, SuperLink
 
 pytestmark = needs_agent_venv
@@ -51,6 +53,8 @@ def test_ready_status_watchdog_and_heartbeat(fleet):
                              if b["body"]["supernode"]["state"] == "connected"], 30, what="heartbeat")[0]
     assert beat["headers"]["Authorization"] == f"Bearer {SECRET}"
     body = beat["body"]
+    model = Heartbeat.model_validate(body)  # what the coordinator's API accepts, as sent
+    assert model.schema_version == 1 and Heartbeat.model_validate_json(beat["raw"]) == model
     assert body["agent"] == "pi-test" and body["supernode"]["node_id"] == node[0]
     assert body["images"]["labels"] == {"head": {"train": 0, "test": 0},
                                         "hardhat": {"train": 0, "test": 0}}
@@ -61,6 +65,54 @@ def test_ready_status_watchdog_and_heartbeat(fleet):
     for pid in [agent.proc.pid, *agent.children()]:
         assert SECRET not in Path(f"/proc/{pid}/cmdline").read_text()
     assert all(e["event"] != "<not json>" for e in agent.events())
+
+
+class RecordingLog:
+    """Collects (level, event, fields) like the structlog logger the sender is given."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, str, dict]] = []
+
+    def __getattr__(self, level):
+        return lambda event, **fields: self.events.append((level, event, fields))
+
+
+def test_heartbeat_sender_survives_a_snapshot_that_cannot_be_built(tmp_path):
+    """A snapshot that raises (a reading failing, a value outside the model) is a failed send
+    with backoff, logged; the thread lives on and the next good snapshot is sent."""
+    token = tmp_path / "token"
+    token.write_text(SECRET)
+    token.chmod(0o600)
+    good = Heartbeat(agent="pi-test", version="0.1.0", uptime_seconds=1.0,
+                     supernode=SupernodeStatus(state="starting"))
+    outcomes = [OSError("no /proc"), lambda: Heartbeat(agent="pi-test", version="x", uptime_seconds=-1,
+                                                       supernode=SupernodeStatus(state="starting"))]
+
+    def snapshot():
+        if outcomes:
+            outcome = outcomes.pop(0)
+            if isinstance(outcome, Exception):
+                raise outcome
+            return outcome()
+        return good
+
+    beats, log = HeartbeatServer(), RecordingLog()
+    sender = HeartbeatSender(beats.url, token, 0.1, 3, snapshot, log)
+    sender.start()
+    try:
+        beat = wait_for(lambda: beats.received, 20, interval=0.05, what="a heartbeat after two failures")[0]
+    finally:
+        sender.stop()
+        sender.join(5)
+        beats.close()
+    assert Heartbeat.model_validate_json(beat["raw"]) == good
+    failed = [fields for _, event, fields in log.events if event == "heartbeat_failed"]
+    assert len(failed) == 2
+    assert "OSError: no /proc" in failed[0]["error"]
+    assert "At 'uptime_seconds': must be at least 0" in failed[1]["error"]
+    errors = [event for level, event, _ in log.events if level == "error"]
+    assert errors == ["heartbeat_snapshot_failed", "heartbeat_invalid"]
+    assert sender.sent >= 1 and sender.failures == 0
 
 
 def test_superlink_restart_node_comes_back(fleet):

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from fed_agent.inbox import Inbox, IngestReport, split_for
+from fed_agent.inbox import Inbox, IngestReport
+from fed_common.store import ImageStore, IndexEntry, split_for
 
 NOW = 1_700_000_000.0  # the fake clock; files are dated an hour before unless a test says otherwise
 LABELS = ["head", "hardhat"]
@@ -182,6 +183,31 @@ def test_counts(tmp_path):
     for seed, sha in enumerate(shas):
         expected[LABELS[seed % 2]][split_for(sha, 0.5)] += 1
     assert inbox.counts() == {"labels": expected, "quarantined": 1, "pending": 1}
+
+
+def test_store_entries_are_exactly_the_accepted_files(tmp_path):
+    """What the ClientApp trains and tests on (ImageStore.entries) is what the inbox accepted:
+    same paths, labels, splits, hashes of the stored bytes and sizes; refused files are not in it."""
+    inbox = make_inbox(tmp_path, test_fraction=0.5)
+    for seed in range(8):
+        drop(tmp_path, f"{LABELS[seed % 2]}/IMG_{seed}.jpg", jpeg(60 + seed))
+    drop(tmp_path, "head/again.jpg", jpeg(60))  # a duplicate: quarantined
+    drop(tmp_path, "hardhat/empty.jpg", b"")
+    report = inbox.ingest()
+    assert len(report.accepted) == 8 and len(report.quarantined) == 2
+    data_dir = tmp_path / "data"
+    expected = []
+    for source, dest in report.accepted:
+        stored = Path(dest)
+        rel = stored.relative_to(data_dir)
+        sha = hashlib.sha256(stored.read_bytes()).hexdigest()
+        expected.append(IndexEntry(sha256=sha, label=Path(source).parent.name, split=rel.parts[0],
+                                   size=stored.stat().st_size, path=rel.as_posix()))
+    store = ImageStore(data_dir)
+    got = store.entries("train", LABELS) + store.entries("test", LABELS)
+    assert sorted(got, key=lambda e: e.path) == sorted(expected, key=lambda e: e.path)
+    assert {e.split for e in got} == {"train", "test"}  # both sides are really exercised
+    assert all(e.split == split_for(e.sha256, 0.5) for e in got)
 
 
 def test_index_survives_restart_and_is_rebuilt(tmp_path):

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from fed_common.config import (LABEL_PATTERN, NAME_PATTERN, STRICT, ConfigError, LoggingSection, check_host_port,
                                load_model, non_empty_path, sample_yaml, unique_labels)
+from fed_common.store import StoreLayout
 from pydantic import BaseModel, Field, StringConstraints, ValidationInfo, field_validator
 
 __all__ = ["AgentConfig", "ConfigError", "load_config", "default_config_yaml"]
@@ -108,21 +109,26 @@ class AgentConfig(BaseModel):
 
     _unique_labels = field_validator("labels")(unique_labels)
 
+    # The layout is defined once, in fed_common.store, for the daemon and the ClientApp alike.
+    @property
+    def layout(self) -> StoreLayout:
+        return StoreLayout(self.agent.state_dir)
+
     @property
     def inbox_dir(self) -> Path:
-        return self.agent.state_dir / "inbox"
+        return self.layout.inbox_dir
 
     @property
     def data_dir(self) -> Path:
-        return self.agent.state_dir / "data"
+        return self.layout.data_dir
 
     @property
     def quarantine_dir(self) -> Path:
-        return self.agent.state_dir / "quarantine"
+        return self.layout.quarantine_dir
 
     @property
     def cache_dir(self) -> Path:
-        return self.agent.state_dir / "cache"
+        return self.layout.cache_dir
 
 
 def load_config(path: str | Path) -> AgentConfig:

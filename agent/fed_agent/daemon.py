@@ -6,19 +6,24 @@ loop hangs (or a helper thread died), the pings stop and systemd's WatchdogSec r
 
 from __future__ import annotations
 
-import json
 import signal
 import socket
 import threading
 import time
 from pathlib import Path
+from typing import Optional
+
+from fed_common.heartbeat import Heartbeat, ImageCounts, SupernodeStatus
+from fed_common.node_config import LastTraining
+from fed_common.notify import Notifier
 
 from . import __version__
 from .health import system_snapshot
 from .heartbeat import HeartbeatSender
 from .inbox import Inbox
-from fed_common.notify import Notifier
 from .supervisor import SuperNodeSupervisor
+
+LAST_EXIT_MAX = 300  # SupernodeStatus.last_exit's bound
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -57,7 +62,7 @@ class Agent:
                            max_bytes=cfg.inbox.max_bytes, test_fraction=cfg.inbox.test_fraction,
                            settle_seconds=cfg.inbox.settle_seconds)
         self.probe = ReachabilityProbe(cfg.coordinator.superlink)
-        self.started = time.time()
+        self.started = time.monotonic()  # uptime must not jump when NTP sets the clock
         self.counts: dict = self.inbox.counts()
         self._lock = threading.Lock()
         self.heartbeat = HeartbeatSender(cfg.coordinator.heartbeat_url, cfg.heartbeat.token_file,
@@ -73,35 +78,36 @@ class Agent:
             return "reconnecting"
         return "connected" if self.supervisor.registered else "connecting"
 
-    def last_training(self) -> dict | None:
-        try:
-            return json.loads(self.supervisor.status_file.read_text())
-        except (OSError, ValueError):
-            return None
+    def last_training(self) -> Optional[LastTraining]:
+        return LastTraining.read(self.supervisor.status_file)
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> Heartbeat:
+        """The heartbeat, built as the model the coordinator validates against: a value that
+        does not fit fails here with the field named (the sender logs it and retries),
+        rather than as a 422 at the API."""
         with self._lock:
-            counts = json.loads(json.dumps(self.counts))
-        return {
-            "agent": self.cfg.agent.name, "version": __version__,
-            "uptime_seconds": round(time.time() - self.started, 1),
-            "supernode": {"state": self.connection_state(), "node_id": self.supervisor.node_id,
-                          "restarts": self.supervisor.restarts,
-                          "last_exit": self.supervisor.last_exit},
-            "last_training": self.last_training(),
-            "model_version": (self.last_training() or {}).get("backbone_sha"),
-            "images": counts,
+            counts = self.counts  # replaced whole by ingest(), never changed in place
+        last, sup = self.last_training(), self.supervisor
+        last_exit = sup.last_exit[:LAST_EXIT_MAX] if sup.last_exit else None
+        return Heartbeat(
+            agent=self.cfg.agent.name, version=__version__,
+            uptime_seconds=round(time.monotonic() - self.started, 1),
+            supernode=SupernodeStatus(state=self.connection_state(), node_id=sup.node_id,
+                                      restarts=sup.restarts, last_exit=last_exit),
+            last_training=last,
+            model_version=(last.backbone_sha or None) if last else None,  # for now: the backbone
+            images=ImageCounts.model_validate(counts),
             **system_snapshot(Path(self.cfg.agent.state_dir)),
-        }
+        )
 
     def status_line(self) -> str:
         state = self.connection_state()
         parts = [f"{state} to {self.cfg.coordinator.superlink}"]
         last = self.last_training()
         if last:
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last["time"]))
-            acc = last.get("local_test_accuracy")
-            parts.append(f"last campaign {last.get('campaign') or last.get('run_id')} at {when}"
+            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last.time))
+            acc = last.local_test_accuracy
+            parts.append(f"last campaign {last.campaign or last.run_id} at {when}"
                          + (f", local acc {acc:.2f}" if acc is not None else ""))
         else:
             parts.append("no campaign yet")

@@ -4,11 +4,16 @@ A slow or dead coordinator must never stall the agent's main loop (which feeds t
 watchdog), so sending happens here, with a timeout per request and backoff between failed
 attempts. The token is read from its credentials file for every send (rotation needs no
 restart) and never logged.
+
+The thread must never die: a dead sender stops the watchdog pings and systemd restarts the
+whole agent, SuperNode and all. So a snapshot that cannot be built (a value outside the
+Heartbeat model's bounds, a failing reading) is one failed send, logged, retried with the
+same backoff as an unreachable coordinator.
 """
 
 from __future__ import annotations
 
-import json
+import http.client
 import ssl
 import stat
 import threading
@@ -18,10 +23,14 @@ import urllib.request
 from pathlib import Path
 from typing import Callable
 
+from fed_common.config import format_validation_error
+from fed_common.heartbeat import Heartbeat
+from pydantic import ValidationError
+
 
 class HeartbeatSender(threading.Thread):
     def __init__(self, url: str, token_file: Path, interval: float, timeout: float,
-                 snapshot: Callable[[], dict], log, ca_file: Path | None = None) -> None:
+                 snapshot: Callable[[], Heartbeat], log, ca_file: Path | None = None) -> None:
         super().__init__(name="heartbeat", daemon=True)
         # HTTPS to the coordinator is verified against the fleet's own CA when one is given.
         self.ssl_context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
@@ -48,8 +57,20 @@ class HeartbeatSender(threading.Thread):
             raise RuntimeError(f"token file {self.token_file} is empty")
         return token
 
+    def _body(self) -> bytes:
+        """The snapshot as the JSON body; any failure to build it becomes a RuntimeError."""
+        try:
+            return self.snapshot().model_dump_json().encode()
+        except ValidationError as exc:
+            errors = format_validation_error(exc)
+            self.log.error("heartbeat_invalid", errors=errors)
+            raise RuntimeError(f"heartbeat does not fit the model: {'; '.join(errors)}") from None
+        except Exception as exc:  # noqa: BLE001 - whatever a reading raises, the thread lives on
+            self.log.error("heartbeat_snapshot_failed", error=str(exc), error_type=type(exc).__name__)
+            raise RuntimeError(f"cannot build the heartbeat: {type(exc).__name__}: {exc}") from None
+
     def send_once(self) -> None:
-        body = json.dumps(self.snapshot()).encode()
+        body = self._body()
         req = urllib.request.Request(self.url, data=body, method="POST", headers={
             "Content-Type": "application/json", "Authorization": f"Bearer {self._token()}"})
         try:
@@ -58,7 +79,7 @@ class HeartbeatSender(threading.Thread):
         except urllib.error.HTTPError as exc:
             detail = exc.read(500).decode(errors="replace")
             raise RuntimeError(f"HTTP {exc.code} from {self.url}: {detail}") from None
-        except (urllib.error.URLError, TimeoutError, OSError) as exc:
+        except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RuntimeError(f"cannot reach {self.url}: {reason}") from None
 
@@ -67,7 +88,7 @@ class HeartbeatSender(threading.Thread):
         while not self.stop_event.wait(delay):
             try:
                 self.send_once()
-            except RuntimeError as exc:
+            except Exception as exc:  # noqa: BLE001 - RuntimeError as a rule; anything else too
                 self.failures += 1
                 delay = min(self.interval, 2.0 ** min(self.failures, 10))
                 self.log.warning("heartbeat_failed", error=str(exc), retry_in=delay,

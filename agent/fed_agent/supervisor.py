@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 
 from fed_common.logs import emit_raw
+from fed_common.node_config import NodeConfig
+from fed_common.store import StoreLayout
 
 BIN_DIR = Path(sys.executable).parent
 STABLE_SECONDS = 60.0
@@ -51,7 +53,14 @@ class SuperNodeSupervisor:
 
     @property
     def status_file(self) -> Path:
-        return Path(self.cfg.agent.state_dir) / "last_training.json"
+        """Where the ClientApp records its LastTraining (read back for heartbeats)."""
+        return StoreLayout(self.cfg.agent.state_dir).status_file
+
+    def node_config(self) -> str:
+        """The --node-config string, from the same NodeConfig model the ClientApp parses."""
+        c = self.cfg
+        return NodeConfig(data_dir=c.data_dir, cache_dir=c.cache_dir, agent_name=c.agent.name,
+                          status_file=self.status_file).to_flwr()
 
     def command(self) -> list[str]:
         c = self.cfg
@@ -64,9 +73,7 @@ class SuperNodeSupervisor:
         if c.supernode.auth_private_key:
             # a path, never the key itself: nothing secret appears in the process list
             cmd += ["--auth-supernode-private-key", str(c.supernode.auth_private_key)]
-        node_config = (f'data-dir="{c.data_dir}" cache-dir="{c.cache_dir}" '
-                       f'agent-name="{c.agent.name}" status-file="{self.status_file}"')
-        return cmd + ["--node-config", node_config]
+        return cmd + ["--node-config", self.node_config()]
 
     def env(self) -> dict[str, str]:
         env = dict(os.environ)

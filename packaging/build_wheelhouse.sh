@@ -4,7 +4,8 @@
 #   packaging/build_wheelhouse.sh OUT_DIR [--platform native|linux_aarch64] [--python 3.11]
 #                                 [--only agent|coordinator] [--check] [--dry-run]
 #
-# OUT_DIR/agent/*.whl         fed-agent, fedapp, fed-common and every dependency (NO TensorFlow), pinned by
+# OUT_DIR/agent/*.whl         fed-agent, fedapp (the ClientApp runs in the agent's venv),
+#                             fed-common and every dependency (NO TensorFlow), pinned by
 #                             packaging/constraints-agent.txt
 # OUT_DIR/coordinator/*.whl   fed-coordinator, fedapp, fed-common and every dependency, pinned
 #                             by packaging/constraints-coordinator.txt
@@ -26,7 +27,7 @@ CHECK=0
 DRY_RUN=0
 OUT=
 
-usage() { sed -n '2,16p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "build_wheelhouse: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -158,9 +159,10 @@ build_app() {
 }
 
 # --check: install from the wheelhouse OFFLINE into a scratch venv made with /usr/bin/python3
-# (Debian's CPython, what the Pis and the coordinator run) and try the entry point.
-check_install() {  # DIST FOLDER COMMAND...
-  local dist="$1" folder="$2"; shift 2
+# (Debian's CPython, what the Pis and the coordinator run), import what the services load
+# and try the entry point.
+check_install() {  # DIST FOLDER IMPORTS COMMAND...
+  local dist="$1" folder="$2" imports="$3"; shift 3
   local venv="$WORK/check-$dist"
   echo "== check: offline install of $dist from $folder" >&2
   /usr/bin/python3 -m venv "$venv" || die "/usr/bin/python3 -m venv failed (apt-get install python3-venv)"
@@ -169,6 +171,7 @@ check_install() {  # DIST FOLDER COMMAND...
     "$venv/bin/pip" install --quiet --disable-pip-version-check --no-index --find-links "$folder" "$dist" \
     || die "offline install of $dist from $folder failed"
   "$venv/bin/pip" check --disable-pip-version-check >&2 || die "pip check failed for $dist"
+  "$venv/bin/python" -c "import $imports" || die "import $imports failed in the $dist venv"
   "$venv/bin/$1" "${@:2}" >/dev/null || die "$* failed in the scratch venv"
   if [ "$dist" = fed-agent ] && "$venv/bin/python" -c 'import tensorflow' 2>/dev/null; then
     die "tensorflow is importable in the agent venv"
@@ -183,8 +186,10 @@ build_app
 
 if [ "$CHECK" = 1 ]; then
   if [ "$PLATFORM" = native ]; then
-    [ "$ONLY" = coordinator ] || check_install fed-agent "$OUT/agent" fed-agent print-default-config
-    [ "$ONLY" = agent ] || check_install fed-coordinator "$OUT/coordinator" fed-coordinator print-default-config
+    [ "$ONLY" = coordinator ] || check_install fed-agent "$OUT/agent" \
+      fed_common,fedapp.client_app,tflite_runtime.interpreter fed-agent print-default-config
+    [ "$ONLY" = agent ] || check_install fed-coordinator "$OUT/coordinator" \
+      fed_common,fedapp.server_app,fed_coordinator.service fed-coordinator print-default-config
   else
     echo "build_wheelhouse: --check skipped (the agent wheels are for $PLATFORM, not this machine)" >&2
   fi

@@ -43,9 +43,7 @@ def write_vars(path: Path, pki_dir: Path, coordinator_ip: str) -> Path:
         f"fed_pki_dir: {pki_dir}\n"
         "fed_backbone_weights: /srv/shared/models/mobilenet_v2_1.00_160_no_top.weights.h5\n"
         "fed_server_data_src: /srv/shared/datasets/dataset_server\n"
-        "fed_campaign_rounds: 2\n"
-        "fed_campaign_local_epochs: 2\n"
-        "fed_campaign_min_nodes: 2\n")
+        "fed_campaign_settings: {rounds: 2, local_epochs: 2, min_nodes: 2}\n")
     return path
 
 

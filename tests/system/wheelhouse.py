@@ -1,11 +1,11 @@
 """The offline wheelhouse the system test's hosts install from (packaging/build_wheelhouse.sh).
 
 Why a wrapper: the hosts have no network, so every wheel must come from here, and a cold
-build downloads TensorFlow and friends (~450 MB). The project's own wheels (agent, fedapp,
-coordinator) and the app archive are always rebuilt, because they are what is under test.
-The dependencies are only downloaded again when what pins them changed: otherwise the
-script runs with pip pointed at the previous wheelhouse and no index (PIP_NO_INDEX), so it
-re-resolves the same pins offline in seconds. If that fails (a new dependency), it falls
+build downloads TensorFlow and friends (~450 MB). The project's own wheels (fed-common,
+fedapp, agent, coordinator) and the app archive are always rebuilt, because they are what
+is under test. The dependencies are only downloaded again when what pins them changed:
+otherwise the script runs with pip pointed at the previous wheelhouse and no index
+(PIP_NO_INDEX), so it re-resolves the same pins offline in seconds. If that fails (a new dependency), it falls
 back to a normal build.
 """
 
@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "packaging" / "build_wheelhouse.sh"
 PINS = ("packaging/constraints-agent.txt", "packaging/constraints-coordinator.txt",
         "packaging/build_wheelhouse.sh", "agent/pyproject.toml", "coordinator/pyproject.toml",
-        "fedapp/pyproject.toml")
+        "fedapp/pyproject.toml", "common/pyproject.toml")
 PARTS = ("agent", "coordinator")
 
 

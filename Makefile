@@ -7,9 +7,11 @@ AGENT_VENV := .venv-agent
 SHARED_WEIGHTS := ../shared/models/mobilenet_v2_1.00_160_no_top.weights.h5
 WEIGHTS ?= $(if $(wildcard $(SHARED_WEIGHTS)),$(abspath $(SHARED_WEIGHTS)),imagenet)
 DATA ?=
-ROUNDS ?= 6
-EPOCHS ?= 20
-BATCH ?= 8
+# Empty: fed-demo then takes the campaign defaults from fedapp's RunSettings (one place).
+ROUNDS ?=
+EPOCHS ?=
+BATCH ?=
+SERVE ?=
 PYTEST_ARGS ?=
 
 .PHONY: demo test venv benchmark lock clean
@@ -19,10 +21,10 @@ venv: $(VENV)/.installed $(AGENT_VENV)/.installed
 # Coordinator side: TensorFlow lives here and only here.
 # The agent package goes in too, for the tests only (its unit tests run in this venv; the
 # agent itself always runs from .venv-agent).
-$(VENV)/.installed: packaging/constraints-coordinator.txt coordinator/pyproject.toml fedapp/pyproject.toml agent/pyproject.toml common/pyproject.toml
+$(VENV)/.installed: packaging/constraints-coordinator.txt coordinator/pyproject.toml demo/pyproject.toml fedapp/pyproject.toml agent/pyproject.toml common/pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade "pip<27"
-	$(VENV)/bin/pip install -q -c packaging/constraints-coordinator.txt -e common -e fedapp -e coordinator -e agent pytest
+	$(VENV)/bin/pip install -q -c packaging/constraints-coordinator.txt -e common -e fedapp -e coordinator -e demo -e agent pytest
 	touch $@
 
 # Agent side (what a Pi runs): no TensorFlow, ever.
@@ -34,7 +36,8 @@ $(AGENT_VENV)/.installed: packaging/constraints-agent.txt agent/pyproject.toml f
 
 demo: venv
 	$(VENV)/bin/fed-demo --weights "$(WEIGHTS)" $(if $(DATA),--data "$(DATA)") \
-		--rounds $(ROUNDS) --epochs $(EPOCHS) --batch-size $(BATCH)
+		$(if $(ROUNDS),--rounds $(ROUNDS)) $(if $(EPOCHS),--epochs $(EPOCHS)) $(if $(BATCH),--batch-size $(BATCH)) \
+		$(if $(SERVE),--serve)
 
 test: venv
 	$(VENV)/bin/python -m pytest tests $(PYTEST_ARGS)

@@ -20,7 +20,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
 from agent_harness import AgentProcess, HeartbeatServer, NotifySocket, write_config  # noqa: E402
-from fed_coordinator.demo import free_port  # noqa: E402
+from fed_demo.local_fleet import free_port  # noqa: E402
 from fed_coordinator.flower import FlwrCli, SuperLink  # noqa: E402
 
 

@@ -78,7 +78,7 @@ def this_design(art: Path, clients, server, args, cache_root: Path) -> dict:
 def seed_recipe(weights_file: str, clients, server, args) -> dict:
     import keras
 
-    from fed_coordinator.model import build_backbone
+    from fed_coordinator.models.keras_model import build_backbone
 
     def images(scan):
         return (np.stack([load_image(f.path) for f in scan.files]),
@@ -130,7 +130,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         # Export in a child process: this process must not load TensorFlow before the
         # agents' code path (tflite-runtime) is timed.
-        code = ("import sys; from pathlib import Path; from fed_coordinator.artifacts import "
+        code = ("import sys; from pathlib import Path; from fed_coordinator.models.artifacts import "
                 "export_agent_artifacts as e; print(e(sys.argv[1], 2, Path(sys.argv[2])))")
         out = subprocess.run([sys.executable, "-c", code, args.weights, str(Path(tmp) / "exports")],
                              check=True, capture_output=True, text=True).stdout

@@ -189,7 +189,7 @@ if [ "$CHECK" = 1 ]; then
     [ "$ONLY" = coordinator ] || check_install fed-agent "$OUT/agent" \
       fed_common,fedapp.client_app,tflite_runtime.interpreter fed-agent print-default-config
     [ "$ONLY" = agent ] || check_install fed-coordinator "$OUT/coordinator" \
-      fed_common,fedapp.server_app,fed_coordinator.service fed-coordinator print-default-config
+      fed_common,fedapp.server_app,fed_coordinator.service.coordinator fed-coordinator print-default-config
   else
     echo "build_wheelhouse: --check skipped (the agent wheels are for $PLATFORM, not this machine)" >&2
   fi

@@ -14,6 +14,8 @@ WEIGHTS = SHARED / "models" / "mobilenet_v2_1.00_160_no_top.weights.h5"
 PHOTOS = SHARED / "datasets"
 AGENT_PYTHON = REPO / ".venv-agent" / "bin" / "python"
 
+from fed_demo.local_fleet import free_port  # noqa: E402,F401 - the tests' one free_port
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "system: boots real systemd hosts (systemd-nspawn) and "
                             "provisions them with the real playbook; needs root")
@@ -33,7 +35,7 @@ def agent_artifacts(tmp_path_factory) -> Path:
     """backbone.tflite + trainer.tflite exported from the shared weights (once per session)."""
     if not WEIGHTS.is_file():
         pytest.skip(f"needs {WEIGHTS}")
-    from fed_coordinator.artifacts import export_agent_artifacts
+    from fed_coordinator.models.artifacts import export_agent_artifacts
 
     return export_agent_artifacts(str(WEIGHTS), 2, tmp_path_factory.mktemp("exports"))
 
@@ -74,15 +76,6 @@ def apply_overrides(cfg: dict, overrides: dict) -> dict:
         section, key = dotted.split("__")
         cfg[section][key] = value
     return cfg
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):

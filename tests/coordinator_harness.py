@@ -10,6 +10,7 @@ from pathlib import Path
 import yaml
 
 from conftest import REPO, apply_overrides, read_json_lines, wait_for
+from fed_demo.services import stop_process_group
 
 BIN = REPO / ".venv" / "bin"
 
@@ -65,13 +66,8 @@ class CoordinatorProcess:
         self.log.close()
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                pass
-        self.kill_all()
+        stop_process_group(self.proc, grace=30)
+        self.log.close()
 
 
 def fedctl(config: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:

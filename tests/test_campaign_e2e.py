@@ -8,8 +8,8 @@ import pytest
 
 from conftest import PHOTOS, WEIGHTS, needs_agent_venv, needs_shared
 from fed_coordinator.config import CampaignSection
-from fed_coordinator.demo import run_local_campaign
-from fed_coordinator.registry import ModelRegistry
+from fed_demo.local_fleet import run_local_campaign
+from fed_coordinator.models.registry import ModelRegistry
 
 LABELS = ["head", "hardhat"]
 

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import WEIGHTS, copy_small_dataset, needs_agent_venv, needs_shared
 from fed_coordinator.config import CampaignSection
-from fed_coordinator.demo import local_fleet
+from fed_demo.local_fleet import local_fleet
 
 pytestmark = [needs_shared, needs_agent_venv]
 

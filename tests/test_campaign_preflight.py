@@ -4,11 +4,11 @@ from pathlib import Path
 
 import pytest
 
-from fed_coordinator.campaign import CampaignRunner
+from fed_coordinator.campaigns.runner import CampaignRunner
 from fed_coordinator.config import CampaignSection
 from fed_coordinator.flower import FlwrCli
 from fed_common.logs import get_logger
-from fed_coordinator.registry import ModelRegistry
+from fed_coordinator.models.registry import ModelRegistry
 
 
 def runner(tmp_path) -> CampaignRunner:

@@ -10,8 +10,8 @@ import pytest
 from conftest import REPO, WEIGHTS, copy_small_dataset, free_port, needs_agent_venv, needs_shared, wait_for
 from test_api_heartbeat import GOOD, post
 from coordinator_harness import BIN, CoordinatorProcess, fedctl, write_coordinator_config
-from fed_coordinator.local_fleet import SuperNodeProcess
-from fed_coordinator.registry import ModelRegistry
+from fed_demo.local_fleet import SuperNodeProcess
+from fed_coordinator.models.registry import ModelRegistry
 from fed_coordinator.state import State
 
 pytestmark = [needs_shared, needs_agent_venv]

@@ -9,8 +9,8 @@ import structlog
 from conftest import wait_for
 from ei_standin import EIStandIn
 from fed_coordinator.config import EdgeImpulseSection
-from fed_coordinator.deploy_queue import DeployWorker
-from fed_coordinator.registry import ModelRegistry
+from fed_coordinator.deploy.worker import DeployWorker
+from fed_coordinator.models.registry import ModelRegistry
 from fed_coordinator.state import State
 
 
@@ -19,7 +19,7 @@ def tiny_model_bytes():
     pytest.importorskip("edgeimpulse", reason="the edgeimpulse SDK is installed by `make test`")
     import keras
 
-    from fed_coordinator.model import to_tflite_float32
+    from fed_coordinator.models.keras_model import to_tflite_float32
 
     inputs = keras.Input((160, 160, 3))
     outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.GlobalAveragePooling2D()(inputs))

@@ -15,7 +15,7 @@ import pytest
 import structlog
 
 from ei_standin import EIStandIn
-from fed_coordinator.edge_impulse import DeployError, EdgeImpulseDeployer, read_api_key
+from fed_coordinator.deploy.edge_impulse import DeployError, EdgeImpulseDeployer, read_api_key
 
 LABELS = ["empty", "person"]
 
@@ -26,7 +26,7 @@ def model_file(tmp_path_factory):
     pytest.importorskip("edgeimpulse")  # the slow import (TensorFlow), paid once here
     import keras
 
-    from fed_coordinator.model import to_tflite_float32
+    from fed_coordinator.models.keras_model import to_tflite_float32
 
     inputs = keras.Input((160, 160, 3))
     x = keras.layers.GlobalAveragePooling2D()(inputs)
@@ -244,7 +244,7 @@ def test_standin_answers_validate_against_sdk_models(standin, model_file, tmp_pa
 def test_session_redacts_sdk_logs_and_restores_sdk_globals(standin, model_file, caplog):
     import edgeimpulse as ei
 
-    from fed_coordinator.ei_http import sdk_session
+    from fed_coordinator.deploy.ei_http import sdk_session
 
     before = (ei.API_KEY, ei.API_ENDPOINT)
     with sdk_session(standin.api_key, standin.endpoint, 2, 2):

@@ -8,7 +8,7 @@ from fedapp.head import HeadTrainer, accuracy, init_head, predict_proba
 
 @pytest.fixture(scope="module")
 def trainer_path(tmp_path_factory):
-    from fed_coordinator.head_trainer import export_head_trainer
+    from fed_coordinator.models.head_trainer import export_head_trainer
 
     path = tmp_path_factory.mktemp("trainer") / "trainer.tflite"
     export_head_trainer(path, dim=16, hidden=8, classes=2)

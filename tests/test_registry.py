@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from fed_coordinator.registry import ModelRegistry
+from fed_coordinator.models.registry import ModelRegistry
 
 
 def write_model(folder, payload=b"x" * 1000):

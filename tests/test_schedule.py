@@ -11,7 +11,7 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
-from fed_coordinator.schedule import Decision, ScheduleConfig, Scheduler, validate
+from fed_coordinator.campaigns.schedule import Decision, ScheduleConfig, Scheduler, validate
 
 UTC = timezone.utc
 BERLIN = ScheduleConfig(timezone="Europe/Berlin")  # "0 2 * * *", delay 900, 2 agents, 600 s / 3 h

@@ -6,28 +6,17 @@ keeps systemd from restarting a daemon that can only fail the same way again.
 
 from __future__ import annotations
 
-import argparse
-import os
 import sys
-
-DEFAULT_CONFIG = os.environ.get("FED_AGENT_CONFIG", "/etc/fed-agent/agent.yaml")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="fed-agent", description="Raspberry Pi fleet agent")
-    parser.add_argument("-c", "--config", default=DEFAULT_CONFIG,
-                        help=f"config file (default {DEFAULT_CONFIG}, env FED_AGENT_CONFIG)")
-    parser.add_argument("command", nargs="?", default="run",
-                        choices=["run", "validate-config", "print-default-config"])
-    args = parser.parse_args(argv)
-
-    from fed_common.config import config_command
+    from fed_common.config import daemon_command_line
     from fed_common.logs import configure
 
     from .config import default_config_yaml, load_config
 
-    cfg, status = config_command("fed-agent", args.config, args.command, load_config,
-                                 default_config_yaml)
+    cfg, status = daemon_command_line("fed-agent", "Raspberry Pi fleet agent", "FED_AGENT_CONFIG",
+                                      "/etc/fed-agent/agent.yaml", load_config, default_config_yaml, argv)
     if status is not None:
         return status
 

@@ -231,3 +231,23 @@ def config_command(prog: str, path: str, command: str, load, sample) -> tuple[An
         print(f"{path}: valid")
         return None, 0
     return cfg, None
+
+
+def daemon_command_line(prog: str, description: str, env_var: str, default_path: str, load, sample,
+                        argv: list[str] | None = None) -> tuple[Any, int | None]:
+    """`PROG [-c FILE] [run|validate-config|print-default-config]`, the same for every daemon.
+
+    The config file defaults to $ENV_VAR, else `default_path`. Returns what
+    `config_command` returns: (config, None) to run, or (None, exit status) when done.
+    """
+    import argparse
+    import os
+
+    default = os.environ.get(env_var, default_path)
+    parser = argparse.ArgumentParser(prog=prog, description=description)
+    parser.add_argument("-c", "--config", default=default,
+                        help=f"config file (default {default}, env {env_var})")
+    parser.add_argument("command", nargs="?", default="run",
+                        choices=["run", "validate-config", "print-default-config"])
+    args = parser.parse_args(argv)
+    return config_command(prog, args.config, args.command, load, sample)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .registry import ModelRegistry
+from fed_coordinator.models.registry import ModelRegistry
 
 
 @dataclass

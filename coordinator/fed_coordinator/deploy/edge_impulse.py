@@ -29,7 +29,7 @@ from typing import Callable, Sequence
 
 from fed_common.files import atomic_write
 
-from .ei_http import DEFAULT_ENDPOINT, DeployError, classify, redact, sdk_session
+from fed_coordinator.deploy.ei_http import DEFAULT_ENDPOINT, DeployError, classify, redact, sdk_session
 
 __all__ = ["DeployError", "DeployResult", "EdgeImpulseDeployer", "read_api_key"]
 

@@ -26,8 +26,8 @@ def export_agent_artifacts(weights: str, num_classes: int, cache_root: Path) -> 
     target = cache_root / key
     if (target / "backbone.tflite").is_file() and (target / "trainer.tflite").is_file():
         return target
-    from .head_trainer import export_head_trainer
-    from .model import EMBEDDING_DIM, HIDDEN_UNITS, build_backbone, to_tflite_float32
+    from fed_coordinator.models.head_trainer import export_head_trainer
+    from fed_coordinator.models.keras_model import EMBEDDING_DIM, HIDDEN_UNITS, build_backbone, to_tflite_float32
 
     cache_root.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=cache_root, prefix=".export-"))
@@ -50,7 +50,7 @@ def load_head(npz_path: Path) -> list[np.ndarray]:
 def build_final_model(folder: Path, weights: str, head: list[np.ndarray], labels: list[str],
                       calibration_images: list[np.ndarray]) -> dict:
     """Write model.keras, model_float32.tflite and model_int8.tflite into folder."""
-    from .model import build_backbone, build_classifier, to_tflite_float32, to_tflite_int8
+    from fed_coordinator.models.keras_model import build_backbone, build_classifier, to_tflite_float32, to_tflite_int8
 
     model = build_classifier(build_backbone(weights), head, len(labels))
     model.save(folder / "model.keras")

@@ -9,8 +9,8 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
-from .fleet import fleet_view
-from .state import State
+from fed_coordinator.api.fleet import fleet_view
+from fed_coordinator.state import State
 
 
 def metrics_text(state: State, online_after: float) -> str:

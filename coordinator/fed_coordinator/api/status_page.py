@@ -9,7 +9,7 @@ from __future__ import annotations
 import html
 import time
 
-from .fleet import AgentRow
+from fed_coordinator.api.fleet import AgentRow
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
 

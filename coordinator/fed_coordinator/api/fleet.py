@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 from fed_common.heartbeat import Heartbeat
 
-from .state import State
+from fed_coordinator.state import State
 
 
 @dataclass(frozen=True)

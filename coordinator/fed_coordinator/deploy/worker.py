@@ -12,8 +12,8 @@ import threading
 import time
 from pathlib import Path
 
-from .registry import ModelRegistry
-from .state import State
+from fed_coordinator.models.registry import ModelRegistry
+from fed_coordinator.state import State
 
 
 class DeployWorker(threading.Thread):
@@ -43,7 +43,7 @@ class DeployWorker(threading.Thread):
                 self.attempt(dep)
 
     def attempt(self, dep: dict) -> None:
-        from .edge_impulse import DeployError, EdgeImpulseDeployer, read_api_key
+        from fed_coordinator.deploy.edge_impulse import DeployError, EdgeImpulseDeployer, read_api_key
 
         log = self.log.bind(model_version=dep["model_version"], deployment=dep["id"])
         try:

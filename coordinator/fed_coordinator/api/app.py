@@ -16,9 +16,9 @@ from fed_common.config import format_validation_error
 from fed_common.heartbeat import Heartbeat
 from pydantic import ValidationError
 
-from .fleet import fleet_view
-from .state import State
-from .status_page import render_status_page
+from fed_coordinator.api.fleet import fleet_view
+from fed_coordinator.state import State
+from fed_coordinator.api.status_page import render_status_page
 
 
 def _error(status: int, reason: str) -> JSONResponse:

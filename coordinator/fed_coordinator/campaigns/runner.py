@@ -17,11 +17,11 @@ from typing import Callable
 from fedapp.progress import event_json, read_progress
 from fedapp.run_config import RunConfig
 
-from .config import CampaignSection
-from .flower import FlwrCli, FlwrError
-from .registry import ModelRegistry
+from fed_coordinator.config import CampaignSection
+from fed_coordinator.flower import FlwrCli, FlwrError
+from fed_coordinator.models.registry import ModelRegistry
 
-FEDAPP_DIR = Path(__file__).resolve().parents[2] / "fedapp"
+FEDAPP_DIR = Path(__file__).resolve().parents[3] / "fedapp"
 
 
 class CampaignError(RuntimeError):
@@ -84,7 +84,7 @@ class CampaignRunner:
         outcome = Outcome(cid, "failed")
         try:
             test_dir = preflight(s)
-            from .artifacts import export_agent_artifacts
+            from fed_coordinator.models.artifacts import export_agent_artifacts
 
             art = export_agent_artifacts(s.weights, len(s.labels), self.state_dir / "exports")
             run_config = RunConfig(**s.run_settings().model_dump(), artifacts_dir=str(art),
@@ -153,7 +153,7 @@ class CampaignRunner:
     def _register(self, s: CampaignSection, out: Path, outcome: Outcome, log) -> None:
         from fedapp.images import load_image, scan_folder
 
-        from .artifacts import build_final_model, load_head
+        from fed_coordinator.models.artifacts import build_final_model, load_head
 
         head = load_head(out / "head_final.npz")
         calib_scan = scan_folder(Path(s.server_data_dir) / "test", s.labels)

@@ -1,0 +1,1 @@
+"""The deploy room: shipping the champion to Edge Impulse (SDK session, retrying worker)."""

@@ -1,0 +1,1 @@
+"""fedctl: the operator command line, one module per group of actions."""

@@ -1,0 +1,44 @@
+"""`fedctl campaigns [--follow]`: recent campaigns, or the rounds of the running one as they finish."""
+
+from __future__ import annotations
+
+import json
+import time
+
+from fed_coordinator.fedctl.common import output, open_state, when
+
+
+def cmd_campaigns(args) -> int:
+    st = open_state(args)
+    if args.follow:
+        return _follow(st, args)
+    rows = st.campaigns(args.limit)
+    for r in rows:
+        r["started"] = when(r["started_at"])
+        r["rounds_done"] = len(r["rounds"])
+        r["accuracy"] = r["rounds"][-1]["server_accuracy"] if r["rounds"] else None
+    return output(args, {"campaigns": rows}, rows,
+                ["id", "trigger", "status", "started", "rounds_done", "accuracy", "model_version", "reason"])
+
+
+def _follow(st, args) -> int:
+    """Print each round of the running (or next) campaign as it completes."""
+    seen: set[tuple[str, int]] = set()
+    cid = None
+    while True:
+        running = st.running_campaign()
+        if cid is None and running:
+            cid = running["id"]
+            print(f"following campaign {cid}", flush=True)
+        if cid:
+            camp = next(c for c in st.campaigns(200) if c["id"] == cid)
+            for r in camp["rounds"]:
+                if (cid, r["round"]) not in seen:
+                    seen.add((cid, r["round"]))
+                    print(json.dumps(r) if args.json else
+                          f"round {r['round']}: server accuracy {r['server_accuracy']:.3f} "
+                          f"({r['participants']} agents)", flush=True)
+            if camp["status"] != "running":
+                print(f"campaign {cid} {camp['status']}" + (f": {camp['reason']}" if camp["reason"] else ""))
+                return 0 if camp["status"] == "completed" else 1
+        time.sleep(1)

@@ -10,7 +10,9 @@ sample of a config (`sample_yaml`) is generated from its models, so it cannot dr
 
 from __future__ import annotations
 
+import argparse
 import ipaddress
+import os
 import re
 import sys
 from pathlib import Path
@@ -240,9 +242,6 @@ def daemon_command_line(prog: str, description: str, env_var: str, default_path:
     The config file defaults to $ENV_VAR, else `default_path`. Returns what
     `config_command` returns: (config, None) to run, or (None, exit status) when done.
     """
-    import argparse
-    import os
-
     default = os.environ.get(env_var, default_path)
     parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument("-c", "--config", default=default,

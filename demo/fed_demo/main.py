@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import signal
 import sys
 from contextlib import ExitStack
 from pathlib import Path
 
 from fed_common import logs
+from fed_coordinator.api.fleet import fleet_view
+from fed_coordinator.state import State
 from fedapp.run_config import RunSettings
 
 from fed_demo.local_fleet import REPO
@@ -99,11 +100,14 @@ def run_demo(fleet: DemoFleet, serve: bool) -> int:
 
 
 def _connected(fleet: DemoFleet) -> int:
-    proc = fleet.fedctl("--json", "fleet", check=False)
-    if proc.returncode != 0:
+    """Agents whose last heartbeat is fresh and says their SuperNode is connected (the state
+    the fleet table shows, read in-process rather than by polling fedctl)."""
+    database = fleet.state_dir / "coordinator.db"
+    if not database.is_file():
         return 0
-    agents = json.loads(proc.stdout)["agents"]
-    return sum(1 for agent in agents if agent["online"] and agent["supernode_state"] == "connected")
+    rows = fleet_view(State(database), online_after=60)
+    return sum(1 for row in rows if row.online and row.supernode_state == "connected")
+
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -13,6 +13,8 @@ EPOCHS ?=
 BATCH ?=
 SERVE ?=
 PYTEST_ARGS ?=
+# Two workers: the system test waits on Ansible and systemd most of its time.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test venv benchmark lock clean
 
@@ -24,7 +26,7 @@ venv: $(VENV)/.installed $(AGENT_VENV)/.installed
 $(VENV)/.installed: packaging/constraints-coordinator.txt coordinator/pyproject.toml demo/pyproject.toml fedapp/pyproject.toml agent/pyproject.toml common/pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade "pip<27"
-	$(VENV)/bin/pip install -q -c packaging/constraints-coordinator.txt -e common -e fedapp -e coordinator -e demo -e agent pytest
+	$(VENV)/bin/pip install -q -c packaging/constraints-coordinator.txt -e common -e fedapp -e coordinator -e demo -e agent pytest pytest-xdist
 	touch $@
 
 # Agent side (what a Pi runs): no TensorFlow, ever.
@@ -40,7 +42,7 @@ demo: venv
 		$(if $(SERVE),--serve)
 
 test: venv
-	$(VENV)/bin/python -m pytest tests $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile $(PYTEST_ARGS)
 
 benchmark: venv
 	$(VENV)/bin/python benchmarks/campaign_compute.py --weights "$(WEIGHTS)"

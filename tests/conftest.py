@@ -21,6 +21,22 @@ def pytest_configure(config):
                             "provisions them with the real playbook; needs root")
 
 
+# `make test` runs the files on two xdist workers (--dist loadfile: a file stays on one
+# worker, so module fixtures run once). The longest files go first so that the system test
+# (about 10 minutes, mostly waiting on Ansible and systemd) overlaps with all the rest
+# instead of ending the run alone. Measured durations decide the order; the rest follow.
+LONGEST_FIRST = ["test_system_provision.py", "test_campaign_faults.py", "test_coordinator_service.py",
+                 "test_campaign_e2e.py", "test_demo.py", "test_agent_inbox_daemon.py", "test_agent_daemon.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        name = item.path.name
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
+    items.sort(key=rank)  # stable: the order inside a file stays as written
+
+
 needs_shared = pytest.mark.skipif(
     not (WEIGHTS.is_file() and (PHOTOS / "dataset_client1").is_dir()),
     reason=f"needs the shared photos and backbone weights under {SHARED}",

@@ -93,7 +93,7 @@ def test_progress_events_round_trip_with_the_field_names_the_coordinator_reads(t
     lines = [json.loads(line) for line in path.read_text().splitlines()]
     assert [line["event"] for line in lines] == ["started", "round", "round", "failed", "completed"]
     assert lines[0]["artifacts"]["shas"]["backbone"] == SHA and lines[0]["nodes"] == 2
-    assert set(lines[1]) == {"event", "time", "round", "server_accuracy", "server_loss", "participants"}
+    assert set(lines[1]) == {"event", "time", "round", "server_accuracy", "server_loss", "participants", "failures"}
     round1 = lines[2]
     assert {"sent_to", "bytes_down_per_agent", "bytes_up_per_agent", "failed", "timed_out"} <= set(round1)
     assert round1["participants"][0]["num-examples"] == 24

@@ -87,6 +87,9 @@ class InboxSection(BaseModel):
     min_width: int = Field(64, ge=16, description="Narrower images are quarantined (pixels, >= 16).")
     min_height: int = Field(64, ge=16, description="Lower images are quarantined (pixels, >= 16).")
     max_bytes: int = Field(20_000_000, ge=1024, description="Larger files are quarantined unread (bytes).")
+    max_pixels: int = Field(40_000_000, ge=4096, le=40_000_000,
+                            description="Images with more pixels (from the header, before decoding) are "
+                                        "quarantined; at most 40 MP, the ClientApp's own limit.")
     test_fraction: float = Field(0.2, ge=0, le=0.9, description="Share of images kept for testing (0-0.9).")
     settle_seconds: float = Field(2.0, ge=0, description="Files changed more recently wait for the next scan.")
 

@@ -13,9 +13,11 @@ import time
 from pathlib import Path
 from typing import Optional
 
+from fed_common.files import remove_stale_temp_files
 from fed_common.heartbeat import Heartbeat, ImageCounts, SupernodeStatus
 from fed_common.node_config import LastTraining
 from fed_common.notify import Notifier
+from fed_common.store import StoreLayout
 
 from . import __version__
 from .health import system_snapshot
@@ -24,6 +26,7 @@ from .inbox import Inbox
 from .supervisor import SuperNodeSupervisor
 
 LAST_EXIT_MAX = 300  # SupernodeStatus.last_exit's bound
+STORE_ERROR_MAX = 300  # Heartbeat.store_error's bound
 
 
 def split_host_port(address: str) -> tuple[str, int]:
@@ -57,10 +60,14 @@ class Agent:
         self.cfg, self.log, self.stop_timeout = cfg, log, stop_timeout
         self.notifier = Notifier()
         self.supervisor = SuperNodeSupervisor(cfg, log)
+        layout = StoreLayout(cfg.agent.state_dir)  # what an interrupted write left (the inbox cleans its own)
+        for folder, recursive in ((layout.state_dir, False), (layout.cache_dir, True)):
+            for stale in remove_stale_temp_files(folder, recursive):
+                log.info("stale_temp_file_removed", file=str(stale))
         self.inbox = Inbox(Path(cfg.agent.state_dir), list(cfg.labels),
                            min_width=cfg.inbox.min_width, min_height=cfg.inbox.min_height,
                            max_bytes=cfg.inbox.max_bytes, test_fraction=cfg.inbox.test_fraction,
-                           settle_seconds=cfg.inbox.settle_seconds)
+                           settle_seconds=cfg.inbox.settle_seconds, max_pixels=cfg.inbox.max_pixels)
         self.probe = ReachabilityProbe(cfg.coordinator.superlink)
         self.started = time.monotonic()  # uptime must not jump when NTP sets the clock
         self.counts: dict = self.inbox.counts()
@@ -88,6 +95,7 @@ class Agent:
         with self._lock:
             counts = self.counts  # replaced whole by ingest(), never changed in place
         last, sup = self.last_training(), self.supervisor
+        problem = self.inbox.storage_problem
         last_exit = sup.last_exit[:LAST_EXIT_MAX] if sup.last_exit else None
         return Heartbeat(
             agent=self.cfg.agent.name, version=__version__,
@@ -97,12 +105,16 @@ class Agent:
             last_training=last,
             model_version=(last.backbone_sha or None) if last else None,  # for now: the backbone
             images=ImageCounts.model_validate(counts),
+            disk_full=bool(problem and problem.startswith("disk full")),
+            store_error=problem[:STORE_ERROR_MAX] if problem else None,
             **system_snapshot(Path(self.cfg.agent.state_dir)),
         )
 
     def status_line(self) -> str:
         state = self.connection_state()
         parts = [f"{state} to {self.cfg.coordinator.superlink}"]
+        if self.inbox.storage_problem:  # first, so `systemctl status` shows it without scrolling
+            parts.insert(0, f"INBOX STOPPED, {self.inbox.storage_problem}")
         last = self.last_training()
         if last:
             when = time.strftime("%Y-%m-%d %H:%M", time.localtime(last.time))

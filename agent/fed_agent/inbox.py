@@ -16,7 +16,16 @@ Contract (for camera programs and people):
   ``quarantine/<label or _unlabeled>/<original name>`` (``name-1.jpg`` etc. if taken)
   next to ``<that name>.reason.json`` saying why: {"source", "reason", "time", "sha256"}
   (sha256 is null for a file too large to read).
-* Nothing is ever deleted or overwritten; moves stay inside state_dir (os.replace).
+* A hard-linked file (its data also lives at another path, which could change a stored
+  image later) and a symbolic link are quarantined, never followed: copy the image itself.
+* Nothing is ever deleted or overwritten; moves stay inside state_dir (os.replace). The
+  walk holds each folder open (os.fwalk, no symlinks followed) and every stat, open and
+  move is made relative to that folder: a folder swapped for a symlink between listing
+  and moving cannot make the agent move a file from outside the state folder.
+* Out of space (or another error writing the store) never stops the agent: the scan
+  stops, nothing waiting is moved or lost, `storage_problem` says why (the heartbeat and
+  `systemctl status` show it), and the next scans retry until space is back. A reason
+  note is written before its file is moved, so no quarantined file is left without one.
 
 Why a full SHA-256 index (``data/.index.json``) and not just the file-name prefix: the
 duplicate check must be exact, and it must survive restarts. The index is reconciled with
@@ -26,6 +35,7 @@ a move and the index update, or a deleted index, only costs some hashing.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -38,11 +48,13 @@ from pathlib import Path
 from typing import Callable, Iterator, Optional
 
 import structlog
-from fed_common.files import atomic_write, sha256_bytes
-from fed_common.images import image_problem
+from fed_common.files import atomic_write, remove_stale_temp_files, sha256_bytes
+from fed_common.images import MAX_PIXELS, image_problem
 from fed_common.store import REASON_SUFFIX, SPLITS, ImageStore, IndexEntry, StoreLayout, split_for
 
 __all__ = ["Inbox", "IngestReport", "is_ignored", "split_for"]
+_OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
+_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 UNLABELED = "_unlabeled"
 _LABEL = re.compile(r"^[A-Za-z0-9_-]+$")
 
@@ -62,12 +74,23 @@ class IngestReport:
     quarantined: list[tuple[str, str]] = field(default_factory=list)
 
 
+@dataclass(frozen=True)
+class Waiting:
+    """A file waiting in the inbox: its name inside an open folder (`dir_fd`), the path a
+    person would use (for logs and notes only), and its top-level folder (None: loose)."""
+
+    dir_fd: int
+    name: str
+    path: Path
+    folder: Optional[str]
+
+
 class Inbox:
     """Turns ``<state_dir>/inbox`` into a deduplicated, split image store under ``data/``."""
 
     def __init__(self, state_dir: Path, labels: list[str], *, min_width: int = 64, min_height: int = 64,
                  max_bytes: int = 20_000_000, test_fraction: float = 0.2, settle_seconds: float = 2.0,
-                 clock: Callable[[], float] = time.time) -> None:
+                 max_pixels: int = MAX_PIXELS, clock: Callable[[], float] = time.time) -> None:
         bad = [label for label in labels if not isinstance(label, str) or not _LABEL.match(label)]
         if bad or len(set(labels)) != len(labels) or not labels:
             raise ValueError(f"labels must be unique names of letters, digits, '_' or '-' (got {labels!r})")
@@ -79,11 +102,17 @@ class Inbox:
         self.state_dir = Path(state_dir)
         self.labels = list(labels)
         self.min_width, self.min_height, self.max_bytes = min_width, min_height, max_bytes
+        self.max_pixels = max_pixels
+        self.storage_problem: Optional[str] = None  # set while the store cannot be written
+        self._index_dirty = False
         self.test_fraction, self.settle_seconds, self._clock = test_fraction, settle_seconds, clock
         layout = StoreLayout(self.state_dir)
         self.inbox_dir, self.data_dir, self.quarantine_dir = layout.inbox_dir, layout.data_dir, layout.quarantine_dir
         self.store = ImageStore(self.data_dir)
-        self._make_dirs()
+        for folder in (self.data_dir, self.quarantine_dir):  # ours only: never the user's inbox
+            for stale in remove_stale_temp_files(folder):
+                log.info("stale_temp_file_removed", file=str(stale))
+        self._guard_storage(self._make_dirs)
         self._index: dict[str, IndexEntry] = self._load_index()
 
     def _make_dirs(self) -> None:
@@ -94,23 +123,49 @@ class Inbox:
                 (self.data_dir / split / label).mkdir(parents=True, exist_ok=True)
         self.quarantine_dir.mkdir(parents=True, exist_ok=True)
 
+    def _guard_storage(self, write: Callable[[], None]) -> bool:
+        """Run a store write; on failure remember why (and log it once) instead of raising."""
+        try:
+            write()
+        except OSError as exc:
+            self._storage_failed(exc)
+            return False
+        if self.storage_problem:
+            log.info("inbox_storage_recovered", was=self.storage_problem)
+        self.storage_problem = None
+        return True
+
+    def _storage_failed(self, exc: OSError) -> None:
+        problem = ("disk full" if exc.errno in _OUT_OF_SPACE else "store not writable") + f": {exc}"
+        if problem != self.storage_problem:
+            log.error("inbox_storage_problem", problem=problem)
+        self.storage_problem = problem
+
+    def _write_index(self) -> None:
+        self._index_dirty = not self._guard_storage(lambda: self.store.write_index(self._index))
+
     # ------------------------------------------------------------------ scanning
 
     def ingest(self) -> IngestReport:
-        """Process every settled file waiting in the inbox; one bad file never stops the scan."""
+        """Process every settled file waiting in the inbox; one bad file never stops the scan,
+        and a full disk stops it without losing anything (see `storage_problem`)."""
         report, now = IngestReport(), self._clock()
-        self._make_dirs()
+        if not self._guard_storage(self._make_dirs):
+            return report
         try:
-            for path, folder in self._waiting():
+            for item in self._waiting():
                 try:
-                    self._ingest_one(path, folder, now, report)
+                    self._ingest_one(item, now, report)
                 except FileNotFoundError:
                     continue  # taken away by someone else between listing and moving
                 except OSError as exc:
-                    log.error("inbox_file_error", file=str(path), error=str(exc))
+                    if exc.errno in _OUT_OF_SPACE:
+                        self._storage_failed(exc)
+                        break  # the rest waits, untouched, for the next scan
+                    log.error("inbox_file_error", file=str(item.path), error=str(exc))
         finally:
-            if report.accepted:
-                self.store.write_index(self._index)
+            if report.accepted or self._index_dirty or self.storage_problem:
+                self._write_index()  # also the probe that notices space coming back
         return report
 
     def counts(self) -> dict:
@@ -121,35 +176,55 @@ class Inbox:
                           if not n.startswith(".") and not n.endswith(REASON_SUFFIX))
         return {"labels": labels, "quarantined": quarantined, "pending": sum(1 for _ in self._waiting())}
 
-    def _waiting(self) -> Iterator[tuple[Path, Optional[str]]]:
-        """(file, its top-level folder in inbox/ or None if loose), in a stable order."""
-        for entry in sorted(self.inbox_dir.iterdir()):
-            if is_ignored(entry.name):
-                continue
-            if not entry.is_dir() or entry.is_symlink():
-                yield entry, None
-                continue
-            for root, dirs, names in os.walk(entry):
-                dirs[:] = sorted(d for d in dirs if not is_ignored(d))
-                for name in sorted(names):
-                    if not is_ignored(name):
-                        yield Path(root) / name, entry.name
+    def _waiting(self) -> Iterator[Waiting]:
+        """Each file waiting, in a stable order, with its folder held open while it is used."""
+        top = os.open(self.inbox_dir, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            for name in sorted(os.listdir(top)):
+                if is_ignored(name):
+                    continue
+                st = os.stat(name, dir_fd=top, follow_symlinks=False)
+                if not stat.S_ISDIR(st.st_mode):
+                    yield Waiting(top, name, self.inbox_dir / name, None)
+                    continue
+                # fwalk opens each folder without following symlinks and checks it is the one
+                # listed, so a swapped-in symlink is never entered
+                for root, dirs, names, root_fd in os.fwalk(name, dir_fd=top, follow_symlinks=False):
+                    dirs[:] = sorted(d for d in dirs if not is_ignored(d))
+                    for file_name in sorted(names):
+                        if not is_ignored(file_name):
+                            yield Waiting(root_fd, file_name, self.inbox_dir / root / file_name, name)
+        finally:
+            os.close(top)
 
-    def _ingest_one(self, path: Path, folder: Optional[str], now: float, report: IngestReport) -> None:
-        st = path.lstat()
+    def _read(self, item: Waiting, st: os.stat_result) -> Optional[bytes]:
+        """The file's bytes (at most max_bytes + 1), or None when it changed since its stat."""
+        fd = os.open(item.name, _OPEN_FLAGS, dir_fd=item.dir_fd)
+        with os.fdopen(fd, "rb") as fh:
+            if not os.path.samestat(st, os.fstat(fd)):
+                return None
+            return fh.read(self.max_bytes + 1)  # + 1: notices a file that grew since the stat
+
+    def _ingest_one(self, item: Waiting, now: float, report: IngestReport) -> None:
+        st = os.stat(item.name, dir_fd=item.dir_fd, follow_symlinks=False)
         if now - st.st_mtime < self.settle_seconds:
             return  # maybe still being written: next scan
         sha: Optional[str] = None
         reason: Optional[str] = None
+        folder = item.folder
         if stat.S_ISLNK(st.st_mode):
             reason = "symbolic link (copy the image itself into the inbox)"
         elif not stat.S_ISREG(st.st_mode):
             reason = "not a regular file"
+        elif st.st_nlink > 1:
+            reason = (f"hard link: the same file has {st.st_nlink} names, so a change elsewhere would "
+                      "change a stored image (copy the image itself into the inbox)")
         else:
             data = b""
             if st.st_size <= self.max_bytes:  # size is checked before anything is read or decoded
-                with open(path, "rb") as fh:  # + 1: notices a file that grew since lstat
-                    data = fh.read(self.max_bytes + 1)
+                data = self._read(item, st)
+                if data is None:
+                    return  # replaced while we looked: next scan
                 sha = sha256_bytes(data) if len(data) <= self.max_bytes else None
             if folder is None:
                 reason = "not in a label folder"
@@ -162,34 +237,42 @@ class Inbox:
             elif sha in self._index:
                 reason = f"duplicate of {(Path('data') / self._index[sha].path).as_posix()}"
             else:
-                reason = image_problem(data, self.min_width, self.min_height)
+                reason = image_problem(data, self.min_width, self.min_height, self.max_pixels)
         if reason is None and sha is not None and folder is not None:
-            self._accept(path, folder, sha, report)
+            self._accept(item, folder, sha, report)
         else:
-            self._quarantine(path, folder, reason or "unusable", sha, now, report)
+            self._quarantine(item, reason or "unusable", sha, now, report)
 
     # ------------------------------------------------------------------ moving
 
-    def _accept(self, path: Path, label: str, sha: str, report: IngestReport) -> None:
+    def _accept(self, item: Waiting, label: str, sha: str, report: IngestReport) -> None:
         split = split_for(sha, self.test_fraction)
-        dest = _free_name(self.data_dir / split / label, sha[:16] + path.suffix.lower())
-        os.replace(path, dest)
+        dest = _free_name(self.data_dir / split / label, sha[:16] + Path(item.name).suffix.lower())
+        os.replace(item.name, dest, src_dir_fd=item.dir_fd)
         self._index[sha] = IndexEntry(sha256=sha, label=label, split=split, size=dest.stat().st_size,
                                       path=dest.relative_to(self.data_dir).as_posix())
-        report.accepted.append((str(path), str(dest)))
-        log.info("image_accepted", file=str(path), destination=str(dest), label=label, split=split)
+        report.accepted.append((str(item.path), str(dest)))
+        log.info("image_accepted", file=str(item.path), destination=str(dest), label=label, split=split)
 
-    def _quarantine(self, path: Path, folder: Optional[str], reason: str, sha: Optional[str], now: float,
+    def _quarantine(self, item: Waiting, reason: str, sha: Optional[str], now: float,
                     report: IngestReport) -> None:
-        target_dir = self.quarantine_dir / (folder or UNLABELED)
+        target_dir = self.quarantine_dir / (item.folder or UNLABELED)
         target_dir.mkdir(parents=True, exist_ok=True)
-        dest = _free_name(target_dir, path.name)
-        os.replace(path, dest)  # the user's file first; the note about it second
-        note = {"source": str(path), "reason": reason, "sha256": sha,
+        dest = _free_name(target_dir, item.name)
+        note_path = dest.with_name(dest.name + REASON_SUFFIX)
+        note = {"source": str(item.path), "reason": reason, "sha256": sha,
                 "time": datetime.fromtimestamp(now, timezone.utc).isoformat(timespec="seconds")}
-        atomic_write(dest.with_name(dest.name + REASON_SUFFIX), json.dumps(note, indent=2) + "\n")
-        report.quarantined.append((str(path), reason))
-        log.warning("image_quarantined", file=str(path), reason=reason, destination=str(dest), label=folder)
+        # The note first: if the disk is full the file stays in the inbox, never loose
+        # in quarantine without its reason.
+        atomic_write(note_path, json.dumps(note, indent=2) + "\n")
+        try:
+            os.replace(item.name, dest, src_dir_fd=item.dir_fd)
+        except BaseException:
+            note_path.unlink(missing_ok=True)
+            raise
+        report.quarantined.append((str(item.path), reason))
+        log.warning("image_quarantined", file=str(item.path), reason=reason, destination=str(dest),
+                    label=item.folder)
 
     # ------------------------------------------------------------------ dedupe index
 
@@ -202,7 +285,8 @@ class Inbox:
         if saved is None or {entry.sha256: entry for entry in saved.images} != index:
             if saved is not None or index:  # not worth a line on a fresh install
                 log.info("inbox_index_rebuilt", file=str(self.store.index_path), entries=len(index))
-            self.store.write_index(index)
+            self._index = index
+            self._write_index()
         return index
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import tempfile
 from pathlib import Path
 
@@ -32,6 +33,26 @@ def atomic_write(path: str | Path, data: bytes | str, mode: int | None = None) -
         raise
     fsync_dir(path.parent)
     return path
+
+
+_TEMP_NAME = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # atomic_write's mkstemp names
+
+
+def remove_stale_temp_files(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """Remove what an interrupted atomic_write left under `folder` (its own temp names only).
+
+    Call at start-up, before anything writes there: a power cut or ENOSPC mid-write leaves
+    `.name.XXXXXXXX.tmp` files that nothing else would ever clean. Symlinks are not followed."""
+    removed = []
+    for root, dirs, names in os.walk(folder):
+        if not recursive:
+            dirs.clear()
+        for name in names:
+            path = Path(root) / name
+            if _TEMP_NAME.match(name) and not path.is_symlink():
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
 
 
 def fsync_dir(path: str | Path) -> None:

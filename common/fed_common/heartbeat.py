@@ -73,6 +73,8 @@ class Heartbeat(BaseModel):
     model_version: Optional[ShortText] = None
     images: ImageCounts = Field(default_factory=ImageCounts)
     disk_free_bytes: Optional[Bytes] = None
+    disk_full: bool = False  # the inbox stopped filing images for want of space
+    store_error: Optional[Annotated[str, StringConstraints(max_length=300)]] = None
     memory: Memory = Field(default_factory=Memory)
     load: Annotated[list[Annotated[float, Field(ge=0, le=10**6)]], Field(max_length=3)] = Field(
         default_factory=list)

@@ -90,6 +90,9 @@ class ScheduleSection(BaseModel):
 class ChampionSection(BaseModel):
     model_config = _STRICT
     margin: float = Field(0.0, ge=0, le=1, description="accuracy a new model must add to the champion's")
+    min_accuracy: float = Field(0.6, ge=0, le=1, description="no model below this becomes champion, "
+                                "the first one included (it must also beat always answering the "
+                                "commonest test label)")
 
 
 class EdgeImpulseSection(BaseModel):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fed_common import logs
-from fed_coordinator.campaigns.runner import CampaignRunner
+from fed_coordinator.campaigns.runner import FEDAPP_DIR, CampaignRunner
 from fed_coordinator.config import CampaignSection
 from fed_coordinator.flower import FlwrCli, SuperLink, flower_env
 from fed_coordinator.models.registry import ModelRegistry
@@ -74,20 +74,24 @@ class LocalFleet:
 
 
 @contextmanager
-def local_fleet(data_root: Path, state_dir: Path, clients: int = 2):
-    """A SuperLink and one SuperNode per dataset_clientN on loopback; all stopped on exit."""
+def local_fleet(data_root: Path, state_dir: Path, clients: int = 2,
+                nodes: list[tuple[str, Path]] | None = None, app_dir: Path = FEDAPP_DIR):
+    """A SuperLink and SuperNodes on loopback (by default one per dataset_clientN, named
+    pi-N; or the given (name, data folder) pairs); all stopped on exit. `app_dir` is the
+    Flower App each campaign submits."""
     log = logs.get_logger(component="demo")
+    wanted = nodes or [(f"pi-{i}", data_root / f"dataset_client{i}") for i in range(1, clients + 1)]
     with ExitStack() as stack:
         link = SuperLink(state_dir / "superlink", port=free_port()).start()
         stack.callback(link.stop)
-        nodes = []
-        for i in range(1, clients + 1):
-            node = SuperNodeProcess(f"pi-{i}", link.address, data_root / f"dataset_client{i}",
-                                    state_dir / f"agent-{i}", free_port()).start()
+        started = []
+        for i, (name, data_dir) in enumerate(wanted, start=1):
+            node = SuperNodeProcess(name, link.address, data_dir, state_dir / f"agent-{i}", free_port()).start()
             stack.callback(node.stop)
-            nodes.append(node)
+            started.append(node)
         cli = FlwrCli(state_dir / "flwr-cli", link.address)
-        yield LocalFleet(link, nodes, CampaignRunner(state_dir, cli, ModelRegistry(state_dir / "models"), log))
+        runner = CampaignRunner(state_dir, cli, ModelRegistry(state_dir / "models"), log, app_dir=app_dir)
+        yield LocalFleet(link, started, runner)
 
 
 def run_local_campaign(data_root: Path, state_dir: Path, settings: CampaignSection,

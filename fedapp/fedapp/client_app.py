@@ -13,12 +13,12 @@ import time
 
 import numpy as np
 from fed_common.node_config import LastTraining, NodeConfig
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
 from .artifacts import ARTIFACT_NAMES, ArtifactStore
 from .embeddings import EmbeddingCache
-from .head import HeadTrainer, accuracy
+from .head import HeadTrainer, accuracy, head_record
 from .logs import get_logger
 from .node_data import load_node_data
 from .run_config import TrainConfig
@@ -100,5 +100,5 @@ def _reply(msg: Message, weights: list[np.ndarray], metrics: MetricRecord, agent
            skipped: list[tuple[str, str]]) -> Message:
     """Weights, metrics and the skipped files (one `path<TAB>reason` line each)."""
     info = ConfigRecord({"agent": agent, "skipped": "\n".join(f"{p}\t{r}" for p, r in skipped)})
-    content = RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics, "info": info})
+    content = RecordDict({"arrays": head_record(weights), "metrics": metrics, "info": info})
     return Message(content, reply_to=msg)

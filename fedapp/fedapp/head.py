@@ -6,6 +6,7 @@ Head weights are the only thing that travels each round: [w0 (1280x128), b0, w1 
 from __future__ import annotations
 
 import numpy as np
+from flwr.app import Array, ArrayRecord
 
 from .tflite import load_interpreter
 
@@ -26,6 +27,11 @@ def init_head(seed: int, dim: int = 1280, hidden: int = 128, classes: int = 2) -
         glorot(hidden, classes),
         np.zeros(classes, np.float32),
     ]
+
+
+def head_record(weights: list[np.ndarray]) -> ArrayRecord:
+    """The head as it travels: arrays named w0, b0, w1, b1, so a reply's problems name them."""
+    return ArrayRecord({name: Array(np.ascontiguousarray(w, np.float32)) for name, w in zip(WEIGHT_NAMES, weights)})
 
 
 def predict_proba(weights: list[np.ndarray], x: np.ndarray) -> np.ndarray:

@@ -40,8 +40,8 @@ class Participant(BaseModel):
     Unknown metrics are ignored rather than refused: a Pi may run another fedapp version,
     and an extra metric must not cost its round."""
 
-    model_config = ConfigDict(extra="ignore", populate_by_name=True)
-    agent: str
+    model_config = ConfigDict(extra="ignore", populate_by_name=True, allow_inf_nan=False)
+    agent: str = Field(max_length=64)
     node_id: int
     bytes_up: int = Field(ge=0)
     skipped: list[tuple[str, str]] = Field(default_factory=list, description="(file, reason)")
@@ -53,6 +53,16 @@ class Participant(BaseModel):
     skipped_files: Optional[int] = Field(None, alias="skipped-files")
     embed_seconds: Optional[float] = Field(None, alias="embed-seconds")
     train_seconds: Optional[float] = Field(None, alias="train-seconds")
+
+
+class NodeFailure(BaseModel):
+    """A node that replied but does not count this round: an error, or a reply rejected by
+    the checks in aggregation.py (the reason says which field and why)."""
+
+    model_config = _EVENT
+    agent: str = Field(max_length=64)
+    node_id: int
+    reason: str = Field(max_length=500)
 
 
 class StartedEvent(_Event):
@@ -71,7 +81,8 @@ class RoundEvent(_Event):
     sent_to: Optional[int] = Field(None, ge=0)
     bytes_down_per_agent: Optional[int] = Field(None, ge=0)
     participants: list[Participant] = Field(default_factory=list)
-    failed: Optional[int] = Field(None, ge=0, description="nodes that replied with an error")
+    failures: list[NodeFailure] = Field(default_factory=list, description="who failed and why")
+    failed: Optional[int] = Field(None, ge=0, description="nodes that replied with an error or were rejected")
     timed_out: Optional[int] = Field(None, ge=0, description="nodes that did not reply in time")
     bytes_up_per_agent: Optional[int] = Field(None, ge=0)
 

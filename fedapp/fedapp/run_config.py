@@ -11,7 +11,7 @@ ServerApp sends each node every round (a ConfigRecord), read back with `from_rec
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Mapping
+from typing import Annotated, Any, Literal, Mapping
 
 from fed_common.config import unique_labels
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -59,6 +59,13 @@ class RunSettings(BaseModel):
     min_completed_nodes: int = Field(1, ge=1, description="agents that must finish a round")
     node_wait_seconds: float = Field(120.0, ge=1, description="how long a round waits for agents")
     round_timeout_seconds: float = Field(600.0, ge=5, description="a round ends at this deadline")
+    aggregation: Literal["fedavg", "trimmed_mean", "median"] = Field(
+        "fedavg", description="fedavg (weighted by examples), or trimmed_mean / median "
+        "(coordinate-wise, unweighted: robust to a poisoned node once 3 or more agents reply)")
+    trim_fraction: float = Field(0.2, ge=0, lt=0.5, description="trimmed_mean: share cut from "
+                                 "each end (at least one reply each end from 3 replies on)")
+    max_examples_per_node: int = Field(100_000, ge=1, description="a reply claiming more training "
+                                       "examples than this is rejected (it would dictate FedAvg)")
 
     _unique_labels = field_validator("labels")(unique_labels)
 

@@ -16,9 +16,10 @@ from fed_common.files import atomic_write, sha256_file
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
+from .aggregation import Aggregation
 from .artifacts import ARTIFACT_NAMES
 from .embeddings import EmbeddingCache
-from .head import WEIGHT_NAMES, accuracy, init_head, predict_proba
+from .head import WEIGHT_NAMES, accuracy, head_record, init_head, predict_proba
 from .images import check_label_folders, scan_folder
 from .logs import get_logger
 from .progress import (ArtifactsShipped, CompletedEvent, FailedEvent, Progress, RoundEvent,
@@ -108,16 +109,18 @@ def _run(grid: Grid, cfg: RunConfig, out: Path, progress: Progress, log) -> None
     progress.emit(StartedEvent(nodes=len(nodes), artifacts=shipping))
 
     strategy = DeadlineFedAvg(min_nodes=cfg.min_nodes, min_completed=cfg.min_completed_nodes,
-                              node_wait_seconds=cfg.node_wait_seconds, log=log)
+                              node_wait_seconds=cfg.node_wait_seconds, log=log,
+                              aggregation=Aggregation(cfg.aggregation), trim_fraction=cfg.trim_fraction,
+                              max_examples=cfg.max_examples_per_node)
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         weights = arrays.to_numpy_ndarrays()
         probs = predict_proba(weights, x_test)
         loss = float(-np.log(np.clip(probs[np.arange(len(y_test)), y_test], 1e-7, 1)).mean())
         acc = accuracy(weights, x_test, y_test)
-        info = strategy.rounds.get(server_round, {})
+        ledger = strategy.rounds.get(server_round)
         progress.emit(RoundEvent(round=server_round, server_accuracy=acc, server_loss=loss,
-                                 **{k: v for k, v in info.items() if k != "started"}))
+                                 **(ledger.event_fields() if ledger else {})))
         log.info("server_evaluation", round=server_round, accuracy=acc, loss=loss)
         return MetricRecord({"accuracy": acc, "loss": loss})
 
@@ -128,7 +131,7 @@ def _run(grid: Grid, cfg: RunConfig, out: Path, progress: Progress, log) -> None
     )
     initial = init_head(cfg.seed, classes=len(cfg.labels))
     result = strategy.start(
-        grid=grid, initial_arrays=ArrayRecord(initial), num_rounds=cfg.rounds,
+        grid=grid, initial_arrays=head_record(initial), num_rounds=cfg.rounds,
         timeout=cfg.round_timeout_seconds, train_config=ConfigRecord(train_config.to_record()),
         evaluate_fn=evaluate,
     )

@@ -1,22 +1,26 @@
-"""FedAvg that can never hang: node waits and rounds have deadlines.
+"""The campaign strategy: it can never hang, and no single node can spoil a round.
 
 Flower's FedAvg samples nodes with a loop that waits forever for `min_available_nodes`;
 a Pi that dies mid-campaign would then hold the nightly run hostage. Here the wait for
-nodes is bounded, a round ends at its timeout with whatever replies came in, and a round
-with fewer completed nodes than required fails the campaign with a reason.
+nodes is bounded, a round ends at its timeout with whatever replies came in, every reply
+is checked before it counts (aggregation.py), and a round with fewer good replies than
+required fails the campaign with a reason. What happened to each node is kept per round
+(`RoundLedger`) for the progress events.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 
 from flwr.app import ArrayRecord, ConfigRecord, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from pydantic import ValidationError
 
-from .progress import Participant
+from .aggregation import Aggregation, ArraySpec, CheckedReply, ReplyRejected, aggregate, array_specs, check_reply
+from .progress import NodeFailure, Participant
 
 
 class CampaignError(RuntimeError):
@@ -43,75 +47,104 @@ def array_bytes(arrays: ArrayRecord) -> int:
     return sum(len(arr.data) for arr in arrays.values())
 
 
+@dataclass
+class RoundLedger:
+    """One round's facts, filled in by configure_train and aggregate_train."""
+
+    sent_to: int
+    bytes_down_per_agent: int
+    sent: dict[str, ArraySpec]
+    participants: list[Participant] = field(default_factory=list)
+    failures: list[NodeFailure] = field(default_factory=list)
+    timed_out: int = 0
+
+    def event_fields(self) -> dict:
+        """The RoundEvent fields (progress.py) this ledger knows."""
+        fields = {"sent_to": self.sent_to, "bytes_down_per_agent": self.bytes_down_per_agent}
+        if self.participants or self.failures:
+            fields.update(participants=self.participants, failures=self.failures,
+                          failed=len(self.failures), timed_out=self.timed_out,
+                          bytes_up_per_agent=max((p.bytes_up for p in self.participants), default=0))
+        return fields
+
+
 class DeadlineFedAvg(FedAvg):
-    def __init__(self, *, min_nodes: int, min_completed: int, node_wait_seconds: float, log) -> None:
+    def __init__(self, *, min_nodes: int, min_completed: int, node_wait_seconds: float, log,
+                 aggregation: Aggregation = Aggregation.FEDAVG, trim_fraction: float = 0.2,
+                 max_examples: int = 100_000) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=0.0,
                          min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=1)
         self.min_nodes = min_nodes
         self.min_completed = min_completed
         self.node_wait_seconds = node_wait_seconds
         self.log = log
-        self.rounds: dict[int, dict] = {}
+        self.aggregation, self.trim_fraction, self.max_examples = aggregation, trim_fraction, max_examples
+        self.rounds: dict[int, RoundLedger] = {}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
         nodes = wait_for_nodes(grid, self.min_nodes, self.min_completed, self.node_wait_seconds)
         config["server-round"] = server_round
-        self.rounds[server_round] = {
-            "sent_to": len(nodes),
-            "bytes_down_per_agent": array_bytes(arrays),
-            "started": time.time(),
-        }
+        self.rounds[server_round] = RoundLedger(len(nodes), array_bytes(arrays), array_specs(arrays))
         self.log.info("round_started", round=server_round, nodes=len(nodes))
         record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(record, nodes, "train")
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
-        """FedAvg over the replies that trained; the round's facts go to `self.rounds`."""
+        """Aggregate the replies that pass the checks; the rest are failed nodes, with reasons."""
         replies = list(replies)
-        info = self.rounds[server_round]
-        failed = [m for m in replies if m.has_error()]
-        for m in failed:
-            self.log.warning("node_failed", round=server_round, node=m.metadata.src_node_id,
-                             reason=m.error.reason)
-        ok: list[Message] = []
-        participants: list[Participant] = []
-        for m in (m for m in replies if not m.has_error()):
-            participant = self._participant(server_round, m)
-            if participant is None:
-                failed.append(m)
-                continue
-            ok.append(m)
-            participants.append(participant)
-        missing = info["sent_to"] - len(replies)
-        if missing:
-            self.log.warning("round_timeout", round=server_round, missing_replies=missing)
-        if len(ok) < self.min_completed:
+        ledger = self.rounds[server_round]
+        good: list[CheckedReply] = []
+        for m in replies:
+            agent = _agent_of(m)
+            reason = m.error.reason if m.has_error() else None
+            if reason is None:
+                try:
+                    checked = check_reply(m.content, ledger.sent, self.max_examples)
+                    participant = self._participant(server_round, m, agent)
+                except ReplyRejected as exc:
+                    reason = f"reply rejected: {exc}"
+                else:
+                    good.append(checked)
+                    ledger.participants.append(participant)
+                    continue
+            ledger.failures.append(NodeFailure(agent=agent, node_id=m.metadata.src_node_id, reason=reason[:500]))
+            self.log.warning("node_failed", round=server_round, agent=agent,
+                             node=m.metadata.src_node_id, reason=reason[:500])
+        ledger.timed_out = ledger.sent_to - len(replies)
+        if ledger.timed_out > 0:
+            self.log.warning("round_timeout", round=server_round, missing_replies=ledger.timed_out)
+        if len(good) < self.min_completed:
             raise CampaignError(
-                f"round {server_round}: {len(ok)} node(s) completed training, need "
-                f"{self.min_completed} ({len(failed)} failed, {missing} timed out)"
-            )
-        info.update(participants=participants, failed=len(failed), timed_out=missing,
-                    bytes_up_per_agent=max(p.bytes_up for p in participants))
-        return super().aggregate_train(server_round, ok)
+                f"round {server_round}: {len(good)} node(s) completed training, need "
+                f"{self.min_completed} ({len(ledger.failures)} failed, {ledger.timed_out} timed out)"
+                + "".join(f"; {f.agent}: {f.reason}" for f in ledger.failures[:3]))
+        return aggregate(good, self.aggregation, self.trim_fraction)
 
-    def _participant(self, server_round: int, m: Message) -> Participant | None:
-        """The reply as a Participant, or None (logged) when it is not a usable reply."""
-        extra = m.content["info"] if "info" in m.content else ConfigRecord()
-        agent = str(extra.get("agent", m.metadata.src_node_id))
+    def _participant(self, server_round: int, m: Message, agent: str) -> Participant:
+        """The reply as a Participant (its metrics typed); ReplyRejected when they do not fit."""
+        extra = m.content.config_records.get("info", ConfigRecord())
         skipped = []
-        for line in str(extra.get("skipped", "")).splitlines():
+        for line in str(extra.get("skipped", "")).splitlines()[:1000]:
             path, _, reason = line.partition("\t")
-            skipped.append((path, reason))
+            skipped.append((path[:300], reason[:300]))
             self.log.warning("agent_skipped_file", round=server_round, agent=agent,
-                             file=path, reason=reason)
+                             file=path[:300], reason=reason[:300])
         try:
             return Participant.model_validate({
-                **dict(m.content["metrics"]), "agent": agent, "node_id": m.metadata.src_node_id,
-                "bytes_up": array_bytes(m.content["arrays"]), "skipped": skipped,
+                **dict(m.content.metric_records["metrics"]), "agent": agent,
+                "node_id": m.metadata.src_node_id, "bytes_up": array_bytes(m.content["arrays"]),
+                "skipped": skipped,
             })
-        except (KeyError, ValidationError) as exc:
-            self.log.warning("node_reply_unusable", round=server_round, agent=agent,
-                             reason=str(exc)[:500])
-            return None
+        except ValidationError as exc:
+            raise ReplyRejected(str(exc).replace("\n", " ")[:400]) from exc
+
+
+def _agent_of(m: Message) -> str:
+    """The agent name the node gives (bounded; it is the node's word), else its node id."""
+    if m.has_content() and "info" in m.content.config_records:
+        name = str(m.content.config_records["info"].get("agent", "")).strip()
+        if name:
+            return name[:64]
+    return str(m.metadata.src_node_id)

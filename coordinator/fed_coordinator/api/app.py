@@ -18,11 +18,24 @@ from pydantic import ValidationError
 
 from fed_coordinator.api.fleet import fleet_view
 from fed_coordinator.state import State
-from fed_coordinator.api.status_page import render_status_page
+from fed_coordinator.api.status_page import PAGE_HEADERS, render_status_page
 
 
 def _error(status: int, reason: str) -> JSONResponse:
     return JSONResponse({"error": reason}, status_code=status)
+
+
+async def _bounded_body(request: Request, max_body: int) -> bytes | None:
+    """The request body, or None as soon as it is known to exceed max_body (never buffered)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > max_body:
+        return None
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > max_body:
+            return None
+    return body
 
 
 def create_app(state: State, *, max_body: int, online_after: float, log, metrics_text) -> FastAPI:
@@ -37,14 +50,9 @@ def create_app(state: State, *, max_body: int, online_after: float, log, metrics
         if agent is None:
             log.warning("heartbeat_rejected", reason="unknown token", client=request.client.host)
             return _error(401, "unknown agent token")
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > max_body:
+        body = await _bounded_body(request, max_body)
+        if body is None:
             return _error(413, f"heartbeat larger than {max_body} bytes")
-        body = b""
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > max_body:
-                return _error(413, f"heartbeat larger than {max_body} bytes")
         try:
             beat = Heartbeat.model_validate_json(body)
         except ValidationError as exc:
@@ -81,7 +89,8 @@ def create_app(state: State, *, max_body: int, online_after: float, log, metrics
 
     @app.get("/", response_class=HTMLResponse)
     def status_page():
-        return render_status_page(fleet_view(state, online_after), state.campaigns(10),
+        page = render_status_page(fleet_view(state, online_after), state.campaigns(10),
                                   state.models(), state.champion())
+        return HTMLResponse(page, headers=PAGE_HEADERS)
 
     return app

@@ -33,6 +33,15 @@ class AgentRow:
     def image_total(self) -> int:
         return self.heartbeat.images.total if self.heartbeat else 0
 
+    @property
+    def problem(self) -> Optional[str]:
+        """What the agent says is wrong with it, in words (None: nothing)."""
+        beat = self.heartbeat
+        if beat is None or not (beat.disk_full or beat.store_error):
+            return None
+        free = "" if beat.disk_free_bytes is None else f", {beat.disk_free_bytes // 1024} KiB free"
+        return ("disk full: inbox stopped" if beat.disk_full else (beat.store_error or "")) + free
+
     def to_json(self) -> dict[str, Any]:
         """The API's shape (kept from before the schema, so scripts keep working)."""
         beat = self.heartbeat
@@ -45,6 +54,9 @@ class AgentRow:
             "last_training": beat.last_training.model_dump() if beat and beat.last_training else None,
             "images": beat.images.model_dump() if beat else None,
             "disk_free_bytes": beat.disk_free_bytes if beat else None,
+            "disk_full": beat.disk_full if beat else None,
+            "store_error": beat.store_error if beat else None,
+            "problem": self.problem,
             "cpu_temperature_c": beat.cpu_temperature_c if beat else None,
         }
 

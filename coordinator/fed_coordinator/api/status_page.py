@@ -2,16 +2,33 @@
 
 The chart is inline SVG made here: the page must work on a coordinator with no internet (no
 CDN scripts) and in any browser, and a person reading it needs nothing interactive.
+Every string on it comes from somewhere else (agent names and heartbeats, campaign and
+model reasons), so every one goes through `html.escape`, numbers are formatted, and the
+page is served with a Content-Security-Policy that allows no script at all and only the
+one stylesheet below (by its hash): even a missed escape could not run anything.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import time
 
 from fed_coordinator.api.fleet import AgentRow
 
 COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+STYLE = ("body{font-family:sans-serif;margin:1.5em} table{border-collapse:collapse;margin-bottom:1.5em}"
+         " td,th{border:1px solid #ccc;padding:4px 8px;font-size:14px} .online{color:#080}"
+         " .offline{color:#b00} .legend{list-style:none;padding:0;font-size:13px}"
+         + "".join(f" .c{i}{{color:{color}}}" for i, color in enumerate(COLORS)))
+_STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+PAGE_HEADERS = {
+    "Content-Security-Policy": (f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; img-src 'self'; "
+                                "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
 
 
 def accuracy_chart(campaigns: list[dict], width: int = 640, height: int = 260) -> str:
@@ -43,7 +60,7 @@ def accuracy_chart(campaigns: list[dict], width: int = 640, height: int = 260) -
     if not runs:
         parts.append(f'<text x="{width / 2}" y="{height / 2}" text-anchor="middle">no rounds yet</text>')
     parts.append("</svg>")
-    legend = "".join(f'<li><span style="color:{COLORS[i % len(COLORS)]}">&#9632;</span> '
+    legend = "".join(f'<li><span class="c{i % len(COLORS)}">&#9632;</span> '
                      f'{html.escape(c["id"])} ({html.escape(c["status"])})</li>'
                      for i, c in enumerate(runs))
     return "".join(parts) + f'<ul class="legend">{legend}</ul>'
@@ -53,6 +70,10 @@ def _age(seconds: float | None) -> str:
     if seconds is None:
         return "never"
     return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.0f} min"
+
+
+def _version(version: int | None) -> str:
+    return "-" if version is None else f"v{int(version)}"
 
 
 def _agent_row(agent: AgentRow) -> str:
@@ -65,9 +86,9 @@ def _agent_row(agent: AgentRow) -> str:
     return (f'<tr class="agent" data-agent="{esc(agent.name)}"><td>{esc(agent.name)}</td>'
             f'<td class="{state}">{state}</td>'
             f'<td>{esc(agent.supernode_state or "-")}</td><td>{_age(agent.heartbeat_age_seconds)}</td>'
-            f'<td>{esc(per_label or "-")}</td><td>{beat.images.quarantined if beat else "-"}</td>'
+            f'<td>{esc(per_label or "-")}</td><td>{int(beat.images.quarantined) if beat else "-"}</td>'
             f'<td>{esc((last.campaign if last else "") or "-")}</td>'
-            f'<td>{"-" if acc is None else f"{acc:.2f}"}</td></tr>')
+            f'<td>{"-" if acc is None else f"{acc:.2f}"}</td><td>{esc(agent.problem or "-")}</td></tr>')
 
 
 def render_status_page(fleet: list[AgentRow], campaigns: list[dict], models: list[dict],
@@ -76,23 +97,21 @@ def render_status_page(fleet: list[AgentRow], campaigns: list[dict], models: lis
     rows = [_agent_row(agent) for agent in fleet]
     camp_rows = "".join(
         f'<tr><td>{esc(c["id"])}</td><td>{esc(c["trigger"])}</td><td>{esc(c["status"])}</td>'
-        f'<td>{esc(c["reason"] or "")}</td><td>{c["model_version"] or "-"}</td></tr>' for c in campaigns)
+        f'<td>{esc(c["reason"] or "")}</td><td>{_version(c["model_version"])}</td></tr>' for c in campaigns)
     def score(m: dict) -> str:
         return "-" if m["score"] is None else f"{m['score']:.3f}"
 
     model_rows = "".join(
-        f'<tr><td>v{m["version"]}{" (champion)" if m["version"] == champion else ""}</td>'
+        f'<tr><td>v{int(m["version"])}{" (champion)" if m["version"] == champion else ""}</td>'
         f'<td>{esc(m["status"])}</td><td>{score(m)}</td>'
-        f'<td>{esc(m["reason"])}</td></tr>' for m in models[:10])
+        f'<td>{esc(m["reason"] or "")}</td></tr>' for m in models[:10])
     stamp = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>fed-coordinator</title>
 <meta http-equiv="refresh" content="30">
-<style>body{{font-family:sans-serif;margin:1.5em}} table{{border-collapse:collapse;margin-bottom:1.5em}}
-td,th{{border:1px solid #ccc;padding:4px 8px;font-size:14px}} .online{{color:#080}} .offline{{color:#b00}}
-.legend{{list-style:none;padding:0;font-size:13px}}</style></head><body>
+<style>{STYLE}</style></head><body>
 <h1>Federated fleet</h1><p>Updated {stamp}</p>
 <h2>Agents</h2><table id="fleet"><tr><th>agent</th><th>heartbeat</th><th>SuperNode</th><th>last seen</th>
-<th>images</th><th>quarantined</th><th>last campaign</th><th>local acc</th></tr>{"".join(rows)}</table>
+<th>images</th><th>quarantined</th><th>last campaign</th><th>local acc</th><th>problem</th></tr>{"".join(rows)}</table>
 <h2>Server accuracy per round</h2>{accuracy_chart(campaigns)}
 <h2>Campaigns</h2><table id="campaigns"><tr><th>id</th><th>trigger</th><th>status</th><th>reason</th><th>model</th></tr>{camp_rows}</table>
 <h2>Models</h2><table id="models"><tr><th>version</th><th>status</th><th>score</th><th>reason</th></tr>{model_rows}</table>

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
+
 from fedapp.progress import event_json, read_progress
 from fedapp.run_config import RunConfig
 
@@ -156,6 +158,8 @@ class CampaignRunner:
         from fed_coordinator.models.artifacts import build_final_model, load_head
 
         head = load_head(out / "head_final.npz")
+        if not all(np.isfinite(weights).all() for weights in head):
+            raise CampaignError("final head weights are not finite (NaN/Inf): not registered")
         calib_scan = scan_folder(Path(s.server_data_dir) / "test", s.labels)
         calibration = [load_image(f.path) for f in calib_scan.files[:100]]
         started = next((e for e in read_events(out / "progress.jsonl", 0)[0]

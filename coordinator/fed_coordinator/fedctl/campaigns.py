@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 
-from fed_coordinator.fedctl.common import output, open_state, when
+from fed_coordinator.fedctl.common import open_state, output, printable, when
 
 
 def cmd_campaigns(args) -> int:
@@ -29,16 +29,16 @@ def _follow(st, args) -> int:
         running = st.running_campaign()
         if cid is None and running:
             cid = running["id"]
-            print(f"following campaign {cid}", flush=True)
+            print(printable(f"following campaign {cid}"), flush=True)
         if cid:
             camp = next(c for c in st.campaigns(200) if c["id"] == cid)
             for r in camp["rounds"]:
                 if (cid, r["round"]) not in seen:
                     seen.add((cid, r["round"]))
                     print(json.dumps(r) if args.json else
-                          f"round {r['round']}: server accuracy {r['server_accuracy']:.3f} "
-                          f"({r['participants']} agents)", flush=True)
+                          f"round {int(r['round'])}: server accuracy {r['server_accuracy']:.3f} "
+                          f"({int(r['participants'])} agents)", flush=True)
             if camp["status"] != "running":
-                print(f"campaign {cid} {camp['status']}" + (f": {camp['reason']}" if camp["reason"] else ""))
+                print(printable(f"campaign {cid} {camp['status']}" + (f": {camp['reason']}" if camp["reason"] else "")))
                 return 0 if camp["status"] == "completed" else 1
         time.sleep(1)

@@ -2,13 +2,26 @@
 
 Why: every action finds the coordinator's state the same way (--state-dir, else the
 config's service.state_dir) and prints the same way (a table, or --json for scripts).
+Strings in that output come from agents and campaigns, so text output goes through
+`printable`: a control character (an escape sequence could clear the operator's screen,
+set the window title or hide the rest of a line) is shown as its code, never sent.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
+
+# C0 and C1 controls, DEL, and the invisible format characters that reorder or hide text
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+
+
+def printable(value) -> str:
+    """`value` as text safe to write to a terminal (controls shown as \\xNN / \\uNNNN)."""
+    return _UNPRINTABLE.sub(lambda m: f"\\x{ord(m[0]):02x}" if ord(m[0]) < 0x100 else f"\\u{ord(m[0]):04x}",
+                            str(value))
 
 
 def state_dir(args) -> Path:
@@ -38,7 +51,7 @@ def open_registry(args):
 
 
 def table(rows: list[dict], columns: list[str]) -> str:
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    cells = [[("" if r.get(c) is None else printable(r.get(c))) for c in columns] for r in rows]
     widths = [max([len(c)] + [len(row[i]) for row in cells]) for i, c in enumerate(columns)]
     line = lambda vals: "  ".join(v.ljust(w) for v, w in zip(vals, widths)).rstrip()  # noqa: E731
     return "\n".join([line([c.upper() for c in columns])] + [line(r) for r in cells])

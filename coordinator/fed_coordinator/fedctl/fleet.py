@@ -12,4 +12,4 @@ def cmd_fleet(args) -> int:
     rows = [{**agent.to_json(), "state": "online" if agent.online else "offline",
              "images": agent.image_total, "last_seen_s": agent.heartbeat_age_seconds} for agent in fleet]
     return output(args, {"agents": [agent.to_json() for agent in fleet]}, rows, ["name", "state", "last_seen_s", "supernode_state",
-                                               "images", "version", "address"])
+                                               "images", "version", "address", "problem"])

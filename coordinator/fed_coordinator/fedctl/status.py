@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from fed_coordinator.fedctl.common import open_state
+from fed_coordinator.fedctl.common import open_state, printable
 
 
 def cmd_status(args) -> int:
@@ -22,5 +22,5 @@ def cmd_status(args) -> int:
         print(json.dumps(data))
     else:
         for key, value in data.items():
-            print(f"{key.replace('_', ' ')}: {value if value is not None else '-'}")
+            print(printable(f"{key.replace('_', ' ')}: {value if value is not None else '-'}"))
     return 0

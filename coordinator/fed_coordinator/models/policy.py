@@ -13,6 +13,7 @@ import enum
 from pathlib import Path
 from typing import Callable
 
+from fed_coordinator.config import ChampionSection
 from fed_coordinator.models.champion import gate
 from fed_coordinator.models.registry import ModelRegistry
 from fed_coordinator.state import State
@@ -32,15 +33,15 @@ class PolicyError(ValueError):
 
 class ChampionPolicy:
     def __init__(self, state: State, registry: ModelRegistry, test_dir: Path, labels: list[str],
-                 margin: float, deploy_queued: Callable[[], None]) -> None:
+                 rules: ChampionSection, deploy_queued: Callable[[], None]) -> None:
         self.state, self.registry = state, registry
-        self.test_dir, self.labels, self.margin = Path(test_dir), list(labels), margin
+        self.test_dir, self.labels, self.rules = Path(test_dir), list(labels), rules
         self._deploy_queued = deploy_queued
 
     def judge(self, version: int, campaign_id: str | None, log) -> None:
         """Run the champion gate on a new model and record its verdict (promotes on a win)."""
         verdict = gate(self.registry, version, self.state.champion(), self.test_dir,
-                       self.labels, self.margin)
+                       self.labels, self.rules.margin, self.rules.min_accuracy)
         status = ModelStatus.CHAMPION if verdict.promoted else ModelStatus.REJECTED
         self.state.model_recorded(version, campaign_id, verdict.new_score, status.value, verdict.reason)
         if verdict.promoted:

@@ -50,7 +50,7 @@ class Coordinator:
         self.scheduler = self._scheduler(ScheduleConfig(**cfg.schedule.model_dump()))
         self.deployer = DeployWorker(self.state, self.registry, cfg.edge_impulse, log)
         self.policy = ChampionPolicy(self.state, self.registry, Path(cfg.campaign.server_data_dir) / "test",
-                                     list(cfg.campaign.labels), cfg.champion.margin,
+                                     list(cfg.campaign.labels), cfg.champion,
                                      deploy_queued=self.deployer.wake.set)
         runner = CampaignRunner(root, self.cli, self.registry, log, app_dir=Path(app_dir))
         self.campaigns = CampaignWorker(runner, self.state, self.policy, cfg.campaign,

@@ -111,6 +111,15 @@ def test_auth_and_size_checks_come_first(service):
     assert post(url, _with(pad="x" * 70_000).encode(), service["tokens"]["pi-1"])[0] == 413
 
 
+def test_unknown_tokens_are_logged_once_a_minute_per_client(service):
+    url = service["api"] + "/api/v1/heartbeat"
+    before = len([e for e in service["coord"].events() if e.get("reason") == "unknown token"])
+    for _ in range(50):
+        assert post(url, b"{}", "not-a-token")[0] == 401
+    lines = [e for e in service["coord"].events() if e.get("reason") == "unknown token"]
+    assert lines and len(lines) - before <= 1, lines[-3:]  # said, but not 50 times
+
+
 def test_good_heartbeat_is_stored_and_read_back_typed(service):
     status, body = post(service["api"] + "/api/v1/heartbeat", json.dumps(GOOD).encode(), service["tokens"]["pi-1"])
     assert (status, body) == (200, {"ok": True, "agent": "pi-1"})

@@ -184,6 +184,9 @@ def _operate(hosts: dict, tmp_path: Path, phases: Phases) -> None:
                          "pi1 connected again with a new heartbeat")
     print(f"[system] fed-agent on pi1: {before} -> {after}")
 
+    with phases("network cut mid-campaign"):
+        _network_cut_mid_campaign(coord, pi2)
+
     with phases("network exposure checks"):
         for path in ("/v1/control/list-runs", "/v1/control/start-run"):
             code = pi1.ssh(f"curl -k -s -o /dev/null -w '%{{http_code}}' -X POST https://{coord.ip}:9443{path}",
@@ -195,6 +198,15 @@ def _operate(hosts: dict, tmp_path: Path, phases: Phases) -> None:
             probe = pi1.ssh(f"curl -k -sS -m 5 -o /dev/null -w '%{{http_code}}' {scheme}://{coord.ip}:9093/health",
                             check=False)
             assert probe.returncode != 0 and probe.stdout.strip() in ("", "000"), (scheme, probe)
+        # On the coordinator host itself only root, the service user and nginx reach the port.
+        probe = "curl -k -sS -m 5 -o /dev/null -w '%{http_code}' https://127.0.0.1:9093/health"
+        local = coord.ssh(f"runuser -u nobody -- {probe}", check=False)
+        assert local.returncode != 0 and local.stdout.strip() in ("", "000"), local
+        service = coord.ssh(f"runuser -u fed-coordinator -- {probe}", check=False)
+        assert service.stdout.strip() not in ("", "000"), service
+
+    with phases("unit security and limits"):
+        _unit_security_and_limits(coord, pi1)
 
     with phases("unregistered SuperNode rejected"):
         before = fleet.superlink_unknown_key_rejections(coord)
@@ -204,3 +216,42 @@ def _operate(hosts: dict, tmp_path: Path, phases: Phases) -> None:
     # the SuperLink's own log says this one was refused for being unknown.
     assert fleet.superlink_unknown_key_rejections(coord) > before
     assert pi2.ssh("systemctl is-active fed-agent", check=False).stdout.strip() == "active"
+
+
+def _network_cut_mid_campaign(coord, pi) -> None:
+    """pi loses its network for 2 minutes after round 1: the campaign ends with the other Pi,
+    pi is shown offline, comes back by itself, and the next campaign has both."""
+    started = coord.ssh(f"{fleet.FEDCTL} run-now").stdout.strip()
+    cid = started.split()[-1]
+    fleet.wait_until(lambda: (row := fleet.campaign_row(coord, cid)) and row["rounds"]
+                     and max(r["round"] for r in row["rounds"]) >= 1, 300, f"round 1 of {cid}")
+    agents = {a["name"]: a for a in fleet.fedctl(coord, "fleet")["agents"]}
+    node_id = str(agents[pi.name]["node_id"])
+    cut_at = time.monotonic()
+    fleet.cut_network(pi)
+    try:
+        fleet.wait_until(lambda: node_id not in fleet.supernodes_online(coord), 110,
+                         f"{pi.name} (node {node_id}) shown offline during the cut")
+        row = fleet.wait_until(lambda: (r := fleet.campaign_row(coord, cid)) and r["status"] != "running" and r,
+                               400, f"{cid} to end while {pi.name} is cut off")
+        assert row["status"] == "completed", row
+        assert [r["participants"] for r in row["rounds"] if r["round"] > 0] == [2, 1], row["rounds"]
+        time.sleep(max(0.0, 120 - (time.monotonic() - cut_at)))  # the cut lasts 2 minutes
+    finally:
+        fleet.restore_network(pi)
+    restored_at = time.time()
+    fleet.wait_until(lambda: node_id in fleet.supernodes_online(coord), 300, f"{pi.name} online again")
+    fleet.wait_until(lambda: fleet.agents_connected(coord, [pi.name], restored_at), 300,
+                     f"{pi.name} heartbeating again")
+    _, _, after = fleet.run_campaign(coord)
+    assert [r["participants"] for r in after["rounds"] if r["round"] > 0] == [2, 2], after["rounds"]
+
+
+def _unit_security_and_limits(coord, pi) -> None:
+    """Exposure under real systemd (<= 1.5) and what the units used, for the limits' sizes."""
+    figures = {}
+    for host, unit in ((coord, "fed-coordinator.service"), (pi, "fed-agent.service")):
+        figures[unit] = {"exposure": fleet.security_exposure(host, unit), **fleet.cgroup_peaks(host, unit)}
+    (ARTIFACTS / "units.json").write_text(json.dumps(figures, indent=1) + "\n")
+    print(f"[system] units: {json.dumps(figures)}")
+    assert all(f["exposure"] <= 1.5 for f in figures.values()), figures

@@ -39,3 +39,27 @@ def test_agent_unit_has_the_promised_settings():
     assert settings["User"] == "fed-agent"
     for key in ("ProtectSystem", "PrivateTmp", "NoNewPrivileges"):
         assert key in settings
+
+
+def exposure(text: str) -> float:
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d)", text)
+    assert match, text[-2000:]
+    return float(match.group(1))
+
+
+@needs_analyze
+@pytest.mark.parametrize("unit", sorted(p.name for p in UNITS.glob("*.service")))
+def test_unit_exposure_is_at_most_1_5(tmp_path, unit):
+    """`systemd-analyze security` on the unit file (the system test repeats it under real systemd)."""
+    (tmp_path / unit).write_text((UNITS / unit).read_text())
+    proc = subprocess.run(["systemd-analyze", "security", "--offline=yes", str(tmp_path / unit)],
+                          capture_output=True, text=True, timeout=60)
+    assert exposure(proc.stdout + proc.stderr) <= 1.5
+
+
+def test_units_bound_memory_and_tasks():
+    for unit in UNITS.glob("*.service"):
+        settings = dict(re.findall(r"^(\w+)=(.*)$", unit.read_text(), re.M))
+        for key in ("MemoryHigh", "MemoryMax", "TasksMax", "ProtectProc", "UMask"):
+            assert settings.get(key), (unit.name, key)
+        assert settings["ProtectProc"] == "invisible" and settings["UMask"] == "0077", unit.name

@@ -8,6 +8,7 @@ a deadline rather than sleeping for a guessed time.
 from __future__ import annotations
 
 import json
+import re
 import shlex
 import time
 
@@ -166,3 +167,38 @@ def superlink_unknown_key_rejections(coord) -> int:
     out = coord.ssh("grep -c 'No SuperNode found with the given public key' "
                     "/var/lib/fed-coordinator/superlink/superlink.log", check=False).stdout.strip()
     return int(out or 0)
+
+
+def campaign_row(coord, cid: str) -> dict | None:
+    return next((c for c in fedctl(coord, "campaigns", "--limit", "50")["campaigns"] if c["id"] == cid), None)
+
+
+NETCUT = ("nft -f - <<'EOF'\n"
+          "table inet netcut {\n"
+          "  chain in { type filter hook input priority -10; policy drop; iifname lo accept; }\n"
+          "  chain out { type filter hook output priority -10; policy drop; oifname lo accept; }\n"
+          "}\nEOF")
+
+
+def cut_network(pi) -> None:
+    """Drop every packet in and out of the host but loopback (run through nsenter, not SSH)."""
+    pi.run_in(NETCUT)
+
+
+def restore_network(pi) -> None:
+    pi.run_in("nft delete table inet netcut")
+
+
+def security_exposure(host, unit: str) -> float:
+    """`systemd-analyze security UNIT` under the host's real systemd: the overall exposure."""
+    out = host.ssh(f"systemd-analyze security {unit} --no-pager", check=False).stdout
+    match = re.search(r"Overall exposure level for \S+: (\d+\.\d)", out)
+    assert match, out[-2000:]
+    return float(match.group(1))
+
+
+def cgroup_peaks(host, unit: str) -> dict[str, int | None]:
+    """The unit's peak memory (bytes) and tasks since it started, from its cgroup."""
+    out = host.ssh(f"cd /sys/fs/cgroup/system.slice/{unit} && cat memory.peak pids.peak", check=False).stdout.split()
+    values = [int(v) if v.isdigit() else None for v in out] + [None, None]
+    return {"memory_peak_bytes": values[0], "tasks_peak": values[1]}

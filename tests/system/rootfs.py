@@ -21,7 +21,7 @@ BUILD = REPO / "build" / "system"
 HOOK = Path(__file__).with_name("customize.sh")
 SUITE = "bookworm"
 PACKAGES = ("systemd,systemd-sysv,dbus,openssh-server,python3,python3-venv,iproute2,sudo,"
-            "ca-certificates,nginx,openssl,curl,procps,less,"
+            "ca-certificates,nginx,nftables,openssl,curl,procps,less,"
             # the Ansible pip module imports `packaging` on the target (the hosts have no apt access)
             "python3-packaging")
 

@@ -19,6 +19,7 @@ from pydantic import ValidationError
 from fed_coordinator.api.fleet import fleet_view
 from fed_coordinator.state import State
 from fed_coordinator.api.status_page import PAGE_HEADERS, render_status_page
+from fed_coordinator.api.throttle import LogThrottle, client_address
 
 
 def _error(status: int, reason: str) -> JSONResponse:
@@ -40,6 +41,7 @@ async def _bounded_body(request: Request, max_body: int) -> bytes | None:
 
 def create_app(state: State, *, max_body: int, online_after: float, log, metrics_text) -> FastAPI:
     app = FastAPI(title="fed-coordinator fleet API", docs_url=None, redoc_url=None)
+    unknown_tokens = LogThrottle()
 
     @app.post("/api/v1/heartbeat")
     async def heartbeat(request: Request):
@@ -48,7 +50,11 @@ def create_app(state: State, *, max_body: int, online_after: float, log, metrics
             return _error(401, "missing bearer token")
         agent = state.agent_for_token(auth[7:].strip())
         if agent is None:
-            log.warning("heartbeat_rejected", reason="unknown token", client=request.client.host)
+            client = client_address(request)
+            held_back = unknown_tokens.allow(client)
+            if held_back is not None:
+                log.warning("heartbeat_rejected", reason="unknown token", client=client,
+                            held_back_since_last=held_back)
             return _error(401, "unknown agent token")
         body = await _bounded_body(request, max_body)
         if body is None:

@@ -19,7 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "tests"))
 
-from agent_harness import AgentProcess, HeartbeatServer, NotifySocket, write_config  # noqa: E402
+from agent_harness import AgentProcess, HeartbeatServer, NotifySocket, token_file, write_config  # noqa: E402
 from fed_demo.local_fleet import free_port  # noqa: E402
 from fed_coordinator.flower import FlwrCli, SuperLink  # noqa: E402
 
@@ -57,9 +57,7 @@ def main(settle: float = 15.0, samples: int = 10) -> int:
         tmp = Path(tmp)
         link = SuperLink(tmp / "superlink", port=free_port()).start()
         beats, notify = HeartbeatServer(), NotifySocket(tmp / "notify.sock")
-        token = tmp / "token"
-        token.write_text("t")
-        token.chmod(0o600)
+        token = token_file(tmp)
         cfg = write_config(tmp / "agent.yaml", tmp / "state", link.address, beats.url, token,
                            free_port())
         agent = AgentProcess(cfg, notify, tmp / "agent.log")

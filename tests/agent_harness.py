@@ -81,6 +81,14 @@ class HeartbeatServer:
         self.server.shutdown()
 
 
+def token_file(folder: Path, secret: str = "t") -> Path:
+    """The agent's bearer token file, 0600 as the agent expects it."""
+    path = folder / "token"
+    path.write_text(secret + "\n")
+    path.chmod(0o600)
+    return path
+
+
 def write_config(path: Path, state_dir: Path, superlink: str, heartbeat_url: str,
                  token_file: Path, supernode_port: int, **overrides) -> Path:
     cfg = {

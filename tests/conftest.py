@@ -25,7 +25,7 @@ def pytest_configure(config):
 # worker, so module fixtures run once). The longest files go first so that the system test
 # (about 10 minutes, mostly waiting on Ansible and systemd) overlaps with all the rest
 # instead of ending the run alone. Measured durations decide the order; the rest follow.
-LONGEST_FIRST = ["test_system_provision.py", "test_campaign_faults.py", "test_coordinator_service.py",
+LONGEST_FIRST = ["test_system_provision.py", "test_aggregation.py", "test_campaign_faults.py", "test_coordinator_service.py",
                  "test_campaign_e2e.py", "test_demo.py", "test_agent_inbox_daemon.py", "test_agent_daemon.py"]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_harness import AgentProcess, HeartbeatServer, NotifySocket, write_config
+from agent_harness import AgentProcess, HeartbeatServer, NotifySocket, token_file, write_config
 from conftest import free_port, needs_agent_venv, wait_for
 from fed_agent.heartbeat import HeartbeatSender
 from fed_common.heartbeat import Heartbeat, SupernodeStatus
@@ -22,9 +22,7 @@ def fleet(tmp_path):
     link = SuperLink(tmp_path / "superlink", port=free_port()).start()
     notify = NotifySocket(tmp_path / "notify.sock")
     beats = HeartbeatServer()
-    token = tmp_path / "token"
-    token.write_text(SECRET + "\n")
-    token.chmod(0o600)
+    token = token_file(tmp_path, SECRET)
     cfg = write_config(tmp_path / "agent.yaml", tmp_path / "state", link.address, beats.url,
                        token, free_port())
     agent = AgentProcess(cfg, notify, tmp_path / "agent.log")
@@ -80,9 +78,7 @@ class RecordingLog:
 def test_heartbeat_sender_survives_a_snapshot_that_cannot_be_built(tmp_path):
     """A snapshot that raises (a reading failing, a value outside the model) is a failed send
     with backoff, logged; the thread lives on and the next good snapshot is sent."""
-    token = tmp_path / "token"
-    token.write_text(SECRET)
-    token.chmod(0o600)
+    token = token_file(tmp_path, SECRET)
     good = Heartbeat(agent="pi-test", version="0.1.0", uptime_seconds=1.0,
                      supernode=SupernodeStatus(state="starting"))
     outcomes = [OSError("no /proc"), lambda: Heartbeat(agent="pi-test", version="x", uptime_seconds=-1,

@@ -15,7 +15,7 @@ import subprocess
 import pytest
 from PIL import Image
 
-from agent_harness import AgentProcess, HeartbeatServer, NotifySocket, write_config
+from agent_harness import AgentProcess, HeartbeatServer, NotifySocket, token_file, write_config
 from conftest import free_port, needs_agent_venv, wait_for
 
 pytestmark = [needs_agent_venv,
@@ -50,9 +50,7 @@ def small_disk(tmp_path):
 
 def test_full_disk_reported_then_ingest_resumes_with_nothing_lost(tmp_path, small_disk):
     beats, notify = HeartbeatServer(), NotifySocket(tmp_path / "notify.sock")
-    token = tmp_path / "token"
-    token.write_text("t")
-    token.chmod(0o600)
+    token = token_file(tmp_path)
     cfg = write_config(tmp_path / "agent.yaml", small_disk, f"127.0.0.1:{free_port()}", beats.url,
                        token, free_port(), heartbeat__interval=5)
     agent = AgentProcess(cfg, notify, tmp_path / "agent.log")

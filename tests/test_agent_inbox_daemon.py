@@ -5,7 +5,7 @@ import json
 
 from PIL import Image
 
-from agent_harness import AgentProcess, HeartbeatServer, NotifySocket, write_config
+from agent_harness import AgentProcess, HeartbeatServer, NotifySocket, token_file, write_config
 from conftest import free_port, needs_agent_venv, wait_for
 
 pytestmark = needs_agent_venv
@@ -20,9 +20,7 @@ def jpeg(color, size=(80, 80)) -> bytes:
 def test_inbox_files_land_where_they_should_and_heartbeat_counts_match(tmp_path):
     state = tmp_path / "state"
     beats, notify = HeartbeatServer(), NotifySocket(tmp_path / "notify.sock")
-    token = tmp_path / "token"
-    token.write_text("t")
-    token.chmod(0o600)
+    token = token_file(tmp_path)
     # No SuperLink at all: the inbox and heartbeats must work while the Pi is offline.
     cfg = write_config(tmp_path / "agent.yaml", state, f"127.0.0.1:{free_port()}", beats.url,
                        token, free_port(), inbox__max_bytes=20_000)

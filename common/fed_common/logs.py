@@ -4,6 +4,8 @@ Why a stdlib bridge: uvicorn, TensorFlow, Flower and Pillow log through `logging
 structlog. Both paths end in the same `ProcessorFormatter`, so `journalctl -o cat` shows one
 shape: {"event", "level", "timestamp", ...ids}. Ids bound with
 `structlog.contextvars.bind_contextvars` (agent, campaign, run, round) are on every line.
+Python warnings (TensorFlow's deprecations, Pillow's) go through `logging` too
+(`captureWarnings`), so they arrive as JSON instead of raw multi-line text.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ def configure(level: str = "info", stream=None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(threshold)
+    logging.captureWarnings(True)
     structlog.configure(
         processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
         wrapper_class=structlog.make_filtering_bound_logger(threshold),

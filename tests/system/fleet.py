@@ -196,9 +196,3 @@ def security_exposure(host, unit: str) -> float:
     assert match, out[-2000:]
     return float(match.group(1))
 
-
-def cgroup_peaks(host, unit: str) -> dict[str, int | None]:
-    """The unit's peak memory (bytes) and tasks since it started, from its cgroup."""
-    out = host.ssh(f"cd /sys/fs/cgroup/system.slice/{unit} && cat memory.peak pids.peak", check=False).stdout.split()
-    values = [int(v) if v.isdigit() else None for v in out] + [None, None]
-    return {"memory_peak_bytes": values[0], "tasks_peak": values[1]}

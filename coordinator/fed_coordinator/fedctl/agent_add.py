@@ -12,8 +12,8 @@ from fed_coordinator.fedctl.common import open_state, printable
 def cmd_agent_add(args) -> int:
     st = open_state(args)
     known = {a["name"] for a in st.agents()}
-    if args.if_missing and args.name in known and args.token_file and Path(args.token_file).is_file():
-        print(printable(f"agent {args.name}: already registered, token file kept"))
+    if args.if_missing and args.name in known:
+        print(printable(f"agent {args.name}: already registered, token kept"))
         return 0
     token = st.add_agent(args.name)
     if args.token_file:

@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--token-file", help="write the token here (mode 0600) instead of printing it")
     s.set_defaults(func=cmd_agent_add)
     s.add_argument("--if-missing", action="store_true",
-                   help="do nothing when the agent and its token file already exist (idempotent)")
+                   help="do nothing when the agent is already registered (its token is kept; idempotent)")
     s = sub.add_parser("node-register", help="register a Pi's SuperNode public key (node authentication)")
     s.add_argument("name")
     s.add_argument("public_key")

@@ -22,11 +22,15 @@ def pytest_configure(config):
 
 
 # `make test` runs the files on two xdist workers (--dist loadfile: a file stays on one
-# worker, so module fixtures run once). The longest files go first so that the system test
-# (about 10 minutes, mostly waiting on Ansible and systemd) overlaps with all the rest
-# instead of ending the run alone. Measured durations decide the order; the rest follow.
-LONGEST_FIRST = ["test_system_provision.py", "test_aggregation.py", "test_campaign_faults.py", "test_coordinator_service.py",
-                 "test_campaign_e2e.py", "test_demo.py", "test_agent_inbox_daemon.py", "test_agent_daemon.py"]
+# worker, so module fixtures run once; --no-loadscopereorder: this order, not xdist's
+# "most tests first"). The system test (about 10 minutes, mostly waiting on Ansible and
+# systemd) goes first so it overlaps with all the rest instead of ending the run alone. xdist
+# tops a worker up while it has <= 2 tests pending, so the file after the longest ones is a
+# quick one with several tests: the system test's worker then holds nothing else back.
+LONGEST_FIRST = ["test_system_provision.py", "test_aggregation.py", "test_champion_gate.py",
+                 "test_campaign_faults.py", "test_coordinator_service.py", "test_campaign_e2e.py",
+                 "test_demo.py", "test_agent_disk_full.py", "test_agent_inbox_daemon.py",
+                 "test_agent_daemon.py"]
 
 
 def pytest_collection_modifyitems(config, items):

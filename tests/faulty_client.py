@@ -4,7 +4,8 @@ It wraps the real fedapp ClientApp, so every node trains for real through Flower
 whose name starts with "evil" then corrupts its reply. Which fault depends on the campaign
 id the ServerApp passes in TrainConfig.campaign: a "faults-*" campaign walks FAULTS, one per
 round; a "boost-*" campaign sends a boosted label flip every round (the trained head with
-its two output classes swapped, times 100: a model-replacement attack that FedAvg follows).
+its two output classes swapped, times 100: a model-replacement attack that FedAvg follows);
+a "scale-*" campaign sends the trained head times 100 (for comparison: see the test).
 The test builds a Flower App from fedapp's pyproject.toml with this module as the ClientApp.
 """
 
@@ -45,7 +46,8 @@ def train(msg: Message, context: Context) -> Message:
         return reply
     cfg = TrainConfig.from_record(msg.content["config"])
     names = list(FAULTS)
-    fault = "boost-flip" if cfg.campaign.startswith("boost") else names[(cfg.server_round - 1) % len(names)]
+    by_prefix = {"boost": "boost-flip", "scale": "scale"}
+    fault = by_prefix.get(cfg.campaign.split("-")[0]) or names[(cfg.server_round - 1) % len(names)]
     return Message(corrupt(reply.content, fault), reply_to=msg)
 
 
@@ -62,8 +64,9 @@ def corrupt(content: RecordDict, fault: str) -> RecordDict:
         del arrays["b0"]
     elif fault.startswith("examples-"):
         metrics["num-examples"] = {"examples-0": 0, "examples-negative": -5, "examples-huge": 10**12}[fault]
-    elif fault == "boost-flip":
-        arrays["w1"], arrays["b1"] = arrays["w1"][:, ::-1], arrays["b1"][::-1]
+    elif fault in ("boost-flip", "scale"):
+        if fault == "boost-flip":
+            arrays["w1"], arrays["b1"] = arrays["w1"][:, ::-1], arrays["b1"][::-1]
         arrays = {name: np.ascontiguousarray(value * np.float32(100)) for name, value in arrays.items()}
     out = RecordDict({"arrays": ArrayRecord({n: Array(np.ascontiguousarray(v)) for n, v in arrays.items()}),
                       "info": content["info"]})

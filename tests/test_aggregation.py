@@ -140,5 +140,10 @@ def test_robust_aggregation_withstands_a_boosted_label_flip_that_fedavg_follows(
         last = outcome.rounds[-1]
         assert len(last["participants"]) == 3 and not last["failures"], (method, last)  # well-formed replies
         accuracy[method] = last["server_accuracy"]
+    # For comparison (not an attack on this head): plain x100 keeps a ReLU MLP's argmax, so
+    # FedAvg then follows evil-3's own trained head. Printed for the record.
+    plain = fleet.runner.run(settings(data, rounds=1), cid="scale-fedavg")
+    print(f"[aggregation] server accuracy after one round with evil-3 poisoning: boosted label flip "
+          f"{accuracy}; plain x100 under fedavg {plain.rounds[-1]['server_accuracy'] if plain.rounds else None}")
     assert accuracy["fedavg"] < 0.9, accuracy
     assert accuracy["trimmed_mean"] >= 0.9 and accuracy["median"] >= 0.9, accuracy

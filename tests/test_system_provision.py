@@ -223,8 +223,11 @@ def _network_cut_mid_campaign(coord, pi) -> None:
     pi is shown offline, comes back by itself, and the next campaign has both."""
     started = coord.ssh(f"{fleet.FEDCTL} run-now").stdout.strip()
     cid = started.split()[-1]
-    fleet.wait_until(lambda: (row := fleet.campaign_row(coord, cid)) and row["rounds"]
-                     and max(r["round"] for r in row["rounds"]) >= 1, 300, f"round 1 of {cid}")
+    # Cut the moment the ServerApp reports round 1 (read from outside the host, every 0.2 s):
+    # round 2's message then cannot have been answered yet (a pull every 3 s, 1.6 s to start
+    # a ClientApp), so the cut really falls mid-campaign.
+    progress = coord.root / "var/lib/fed-coordinator/campaigns" / cid / "progress.jsonl"
+    fleet.wait_until(lambda: fleet.progress_reached(progress, 1), 300, f"round 1 of {cid}", interval=0.2)
     agents = {a["name"]: a for a in fleet.fedctl(coord, "fleet")["agents"]}
     node_id = str(agents[pi.name]["node_id"])
     cut_at = time.monotonic()

@@ -173,6 +173,22 @@ def campaign_row(coord, cid: str) -> dict | None:
     return next((c for c in fedctl(coord, "campaigns", "--limit", "50")["campaigns"] if c["id"] == cid), None)
 
 
+def progress_reached(progress_file, round_number: int) -> bool:
+    """The ServerApp's progress.jsonl (read from the host's root) has evaluated that round."""
+    try:
+        lines = progress_file.read_text().splitlines()
+    except OSError:
+        return False
+    for line in lines:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue  # a line still being written
+        if event.get("event") == "round" and event.get("round", -1) >= round_number:
+            return True
+    return False
+
+
 NETCUT = ("nft -f - <<'EOF'\n"
           "table inet netcut {\n"
           "  chain in { type filter hook input priority -10; policy drop; iifname lo accept; }\n"

@@ -39,6 +39,19 @@ async def _bounded_body(request: Request, max_body: int) -> bytes | None:
     return body
 
 
+def _parse_heartbeat(body: bytes, agent: str, log) -> Heartbeat | JSONResponse:
+    """The validated Heartbeat, or the 400/422 answer naming what is wrong."""
+    try:
+        return Heartbeat.model_validate_json(body)
+    except ValidationError as exc:
+        syntax = [err["msg"] for err in exc.errors() if err["type"] == "json_invalid"]
+        if syntax:  # not JSON at all, or nested deeper than the parser allows
+            return _error(400, f"body is not valid JSON: {syntax[0]}")
+        problems = format_validation_error(exc)
+        log.warning("heartbeat_rejected", agent=agent, reason="invalid", problems=problems[:10])
+        return JSONResponse({"error": "invalid heartbeat", "problems": problems}, status_code=422)
+
+
 def create_app(state: State, *, max_body: int, online_after: float, log, metrics_text) -> FastAPI:
     app = FastAPI(title="fed-coordinator fleet API", docs_url=None, redoc_url=None)
     unknown_tokens = LogThrottle()
@@ -59,15 +72,9 @@ def create_app(state: State, *, max_body: int, online_after: float, log, metrics
         body = await _bounded_body(request, max_body)
         if body is None:
             return _error(413, f"heartbeat larger than {max_body} bytes")
-        try:
-            beat = Heartbeat.model_validate_json(body)
-        except ValidationError as exc:
-            syntax = [err["msg"] for err in exc.errors() if err["type"] == "json_invalid"]
-            if syntax:  # not JSON at all, or nested deeper than the parser allows
-                return _error(400, f"body is not valid JSON: {syntax[0]}")
-            problems = format_validation_error(exc)
-            log.warning("heartbeat_rejected", agent=agent, reason="invalid", problems=problems[:10])
-            return JSONResponse({"error": "invalid heartbeat", "problems": problems}, status_code=422)
+        beat = _parse_heartbeat(body, agent, log)
+        if isinstance(beat, JSONResponse):
+            return beat
         if beat.agent != agent:
             return _error(403, f"token belongs to agent {agent!r}, body says {beat.agent!r}")
         state.heartbeat(agent, beat.model_dump_json(), request.client.host if request.client else "")

@@ -42,7 +42,7 @@ demo: venv
 		$(if $(SERVE),--serve)
 
 test: venv
-	$(VENV)/bin/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscopereorder $(PYTEST_ARGS)
+	$(VENV)/bin/python -m pytest tests -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder $(PYTEST_ARGS)
 
 benchmark: venv
 	$(VENV)/bin/python benchmarks/campaign_compute.py --weights "$(WEIGHTS)"

@@ -22,7 +22,7 @@ def pytest_configure(config):
 
 
 # `make test` runs the files on two xdist workers (--dist loadfile: a file stays on one
-# worker, so module fixtures run once; --no-loadscopereorder: this order, not xdist's
+# worker, so module fixtures run once; --no-loadscope-reorder: this order, not xdist's
 # "most tests first"). The system test (about 10 minutes, mostly waiting on Ansible and
 # systemd) goes first so it overlaps with all the rest instead of ending the run alone. xdist
 # tops a worker up while it has <= 2 tests pending, so the file after the longest ones is a

@@ -49,3 +49,22 @@ def test_tokens_are_stored_hashed(tmp_path):
     assert st.agent_for_token(token + "x") is None
     raw = (tmp_path / "c.db").read_bytes() + (tmp_path / "c.db-wal").read_bytes()
     assert token.encode() not in raw
+
+
+def test_round_failures_are_kept_and_a_version_1_database_is_migrated(tmp_path):
+    from fed_coordinator.state import MIGRATIONS
+
+    db = sqlite3.connect(tmp_path / "c.db")  # a database as the previous release left it
+    db.executescript(MIGRATIONS[0])
+    db.execute("INSERT INTO campaigns(id, trigger, status, started_at) VALUES('old', 'run-now', 'completed', 1)")
+    db.execute("INSERT INTO rounds(campaign_id, round, participants) VALUES('old', 1, 2)")
+    db.execute("PRAGMA user_version = 1")
+    db.commit()
+    db.close()
+    st = State(tmp_path / "c.db")
+    assert st.schema_version() == SCHEMA_VERSION
+    st.campaign_started("new", "run-now", None)
+    failure = {"agent": "evil-3", "node_id": 7, "reason": "reply rejected: array 'w0' has 1 non-finite value(s)"}
+    st.round_recorded("new", {"round": 1, "server_accuracy": 0.9, "participants": [{}], "failures": [failure]})
+    rounds = {c["id"]: c["rounds"] for c in st.campaigns()}
+    assert rounds["old"][0]["failures"] == [] and rounds["new"][0]["failures"] == [failure]

@@ -100,3 +100,11 @@ def test_fedctl_prints_control_characters_from_agents_as_codes(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "\x1b" not in proc.stdout and "\x07" not in proc.stdout
     assert "pi-9\\x1b]0;owned\\x07\\x1b[2J" in proc.stdout
+
+
+def test_follow_lines_name_the_failed_agents_and_why():
+    from fed_coordinator.fedctl.campaigns import _round_line
+
+    line = _round_line({"round": 2, "server_accuracy": 0.9629, "participants": 2,
+                        "failures": [{"agent": "evil\x1b[2J", "node_id": 7, "reason": "reply rejected: no metrics"}]})
+    assert line == "round 2: server accuracy 0.963 (2 agents; failed: evil\\x1b[2J: reply rejected: no metrics)"

@@ -45,6 +45,10 @@ MIGRATIONS = [
         id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL, arg TEXT,
         created_at REAL NOT NULL, done_at REAL, ok INTEGER, result TEXT);
     """,
+    # 2: who failed each round and why (reply rejected, error), as the ServerApp recorded it
+    """
+    ALTER TABLE rounds ADD COLUMN failures TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -147,16 +151,20 @@ class State:
                  "VALUES(?, ?, ?, 'skipped', ?, ?, ?)", (cid, trigger, slot, reason, now, now))
 
     def round_recorded(self, cid: str, event: dict) -> None:
-        self._tx("INSERT OR REPLACE INTO rounds VALUES(?, ?, ?, ?, ?, ?, ?, ?)", (
-            cid, event["round"], event.get("server_accuracy"), event.get("server_loss"),
-            len(event.get("participants", [])), event.get("bytes_down_per_agent"),
-            event.get("bytes_up_per_agent"), event.get("time")))
+        self._tx("INSERT OR REPLACE INTO rounds(campaign_id, round, server_accuracy, server_loss, "
+                 "participants, bytes_down, bytes_up, time, failures) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+                     cid, event["round"], event.get("server_accuracy"), event.get("server_loss"),
+                     len(event.get("participants", [])), event.get("bytes_down_per_agent"),
+                     event.get("bytes_up_per_agent"), event.get("time"),
+                     json.dumps(event.get("failures", []))))
 
     def campaigns(self, limit: int = 50) -> list[dict]:
         rows = self._all("SELECT * FROM campaigns ORDER BY started_at DESC LIMIT ?", (limit,))
         for row in rows:
             row["rounds"] = self._all("SELECT * FROM rounds WHERE campaign_id=? ORDER BY round",
                                       (row["id"],))
+            for rnd in row["rounds"]:
+                rnd["failures"] = json.loads(rnd["failures"] or "[]")
         return rows
 
     def running_campaign(self) -> dict | None:

@@ -35,10 +35,15 @@ def _follow(st, args) -> int:
             for r in camp["rounds"]:
                 if (cid, r["round"]) not in seen:
                     seen.add((cid, r["round"]))
-                    print(json.dumps(r) if args.json else
-                          f"round {int(r['round'])}: server accuracy {r['server_accuracy']:.3f} "
-                          f"({int(r['participants'])} agents)", flush=True)
+                    print(json.dumps(r) if args.json else _round_line(r), flush=True)
             if camp["status"] != "running":
                 print(printable(f"campaign {cid} {camp['status']}" + (f": {camp['reason']}" if camp["reason"] else "")))
                 return 0 if camp["status"] == "completed" else 1
         time.sleep(1)
+
+
+def _round_line(r: dict) -> str:
+    """`round 2: server accuracy 0.963 (2 agents; failed: pi-3: reply rejected: ...)`."""
+    failed = "; ".join(f"{f['agent']}: {f['reason']}" for f in r.get("failures") or [])
+    return printable(f"round {int(r['round'])}: server accuracy {r['server_accuracy']:.3f} "
+                     f"({int(r['participants'])} agents" + (f"; failed: {failed}" if failed else "") + ")")

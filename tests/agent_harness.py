@@ -99,6 +99,7 @@ def write_config(path: Path, state_dir: Path, superlink: str, heartbeat_url: str
         "heartbeat": {"interval": 5, "timeout": 3, "token_file": str(token_file)},
         "inbox": {"scan_interval": 1, "settle_seconds": 0, "min_width": 32, "min_height": 32},
         "labels": ["head", "hardhat"],
+        "model": {},
         "logging": {"level": "info"},
     }
     apply_overrides(cfg, overrides)

@@ -60,6 +60,17 @@ def agent_artifacts(tmp_path_factory) -> Path:
     return export_agent_artifacts(str(WEIGHTS), 2, tmp_path_factory.mktemp("exports"))
 
 
+@pytest.fixture(scope="session")
+def tflite_model() -> bytes:
+    """A tiny real TFLite classifier (160x160x3 -> 2 softmax outputs), made by TensorFlow."""
+    import tensorflow as tf
+
+    inputs = tf.keras.Input((160, 160, 3))
+    pooled = tf.keras.layers.GlobalAveragePooling2D()(inputs)
+    model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, activation="softmax")(pooled))
+    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
 def copy_small_dataset(dst: Path, per_label: int = 20) -> Path:
     """The shared layout with `per_label` training photos per label per client (short rounds)."""
     import shutil

@@ -26,6 +26,7 @@ def write_coordinator_config(path: Path, state_dir: Path, data_dir: Path, weight
                      "round_timeout_seconds": 60, "deadline_seconds": 400},
         "schedule": {"cron": "0 2 * * *", "timezone": "UTC", "catch_up": False},
         "edge_impulse": {"api_key_file": str(path.parent / "no-ei-key")},
+        "rollout": {},
         "logging": {"level": "info"},
     }
     apply_overrides(cfg, overrides)

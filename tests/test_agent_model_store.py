@@ -15,17 +15,6 @@ from fed_common.manifest import ManifestRejected, ModelFile, ModelManifest, sign
 KEY = Ed25519PrivateKey.generate()
 
 
-@pytest.fixture(scope="module")
-def tflite_model() -> bytes:
-    """160x160x3 -> 2 softmax outputs, converted by the coordinator's TensorFlow."""
-    import tensorflow as tf
-
-    inputs = tf.keras.Input((160, 160, 3))
-    pooled = tf.keras.layers.GlobalAveragePooling2D()(inputs)
-    model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, activation="softmax")(pooled))
-    return tf.lite.TFLiteConverter.from_keras_model(model).convert()
-
-
 def signed(data: bytes, version: int, key=KEY, **file_changes) -> bytes:
     file = {"name": "model_int8.tflite", "kind": "int8", "size": len(data),
             "sha256": hashlib.sha256(data).hexdigest(), **file_changes}

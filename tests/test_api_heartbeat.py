@@ -122,7 +122,7 @@ def test_unknown_tokens_are_logged_once_a_minute_per_client(service):
 
 def test_good_heartbeat_is_stored_and_read_back_typed(service):
     status, body = post(service["api"] + "/api/v1/heartbeat", json.dumps(GOOD).encode(), service["tokens"]["pi-1"])
-    assert (status, body) == (200, {"ok": True, "agent": "pi-1"})
+    assert (status, body) == (200, {"ok": True, "agent": "pi-1", "desired_model": None})
     stored = Heartbeat.model_validate_json(_stored(service, "pi-1")[1])
     assert stored == Heartbeat.model_validate(GOOD)
     fleet = {row["name"]: row for row in json.loads(get(service["api"] + "/api/v1/fleet")[1])["agents"]}

@@ -62,7 +62,7 @@ def test_heartbeat_api(env):
     url = env["api"] + "/api/v1/heartbeat"
     for name in ("pi-1", "pi-2"):
         body = json.dumps({**GOOD, "agent": name}).encode()
-        assert post(url, body, env["tokens"][name]) == (200, {"ok": True, "agent": name})
+        assert post(url, body, env["tokens"][name]) == (200, {"ok": True, "agent": name, "desired_model": None})
     fleet = {a["name"]: a for a in get_json(env["api"] + "/api/v1/fleet")["agents"]}
     assert fleet["pi-1"]["online"] and fleet["pi-1"]["images"]["quarantined"] == 1
     out = fedctl(env["cfg"], "fleet")

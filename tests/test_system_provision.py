@@ -154,6 +154,15 @@ def _operate(hosts: dict, tmp_path: Path, phases: Phases) -> None:
     models = fleet.fedctl(coord, "models")["models"]
     assert any(m["campaign"] == cid for m in models), models
 
+    with phases("champion on the Pis"):
+        champion = fleet.fedctl(coord, "models")["champion"]
+        running = fleet.wait_until(lambda: fleet.pis_running(coord, PIS, champion), 240,
+                                   f"both Pis to run the champion v{champion}")
+        for pi in (pi1, pi2):  # the file the Pi runs is the registered int8 model, byte for byte
+            sha = pi.ssh("sha256sum /var/lib/fed-agent/models/current/model.tflite").stdout.split()[0]
+            assert sha == running[pi.name]["sha256"], (pi.name, sha, running[pi.name])
+    print(f"[system] running models: {json.dumps(running)}")
+
     with phases("playbook, second run"):
         proc, recap, _ = ansible_run.run_playbook(inventory, extra, ARTIFACTS, "playbook-2.log")
     assert proc.returncode == 0, ansible_run.failure_excerpt(proc)

@@ -94,6 +94,14 @@ class InboxSection(BaseModel):
     settle_seconds: float = Field(2.0, ge=0, description="Files changed more recently wait for the next scan.")
 
 
+class ModelSection(BaseModel):
+    model_config = STRICT
+    public_key_file: Optional[Path] = Field(
+        None, description="The coordinator's Ed25519 public key (PEM) that signs model manifests; "
+        "unset: this agent does not fetch models.")
+    download_timeout: float = Field(60.0, ge=1, le=3600, description="Seconds per model download request.")
+
+
 Label = Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]
 
 
@@ -106,6 +114,7 @@ class AgentConfig(BaseModel):
     supernode: SupernodeSection = Field(default_factory=SupernodeSection, description="The supervised SuperNode.")
     heartbeat: HeartbeatSection = Field(default_factory=HeartbeatSection, description="Status reports.")
     inbox: InboxSection = Field(default_factory=InboxSection, description="Photos dropped in <state_dir>/inbox/.")
+    model: ModelSection = Field(default_factory=ModelSection, description="The model this Pi runs.")
     labels: list[Label] = Field(default_factory=lambda: ["head", "hardhat"], min_length=2,
                                 description="Class names (2 or more, unique); one inbox folder each.")
     logging: LoggingSection = Field(default_factory=LoggingSection, description="Log output.")

@@ -23,6 +23,7 @@ from . import __version__
 from .health import system_snapshot
 from .heartbeat import HeartbeatSender
 from .inbox import Inbox
+from .model_updater import model_updater
 from .supervisor import SuperNodeSupervisor
 
 LAST_EXIT_MAX = 300  # SupernodeStatus.last_exit's bound
@@ -74,7 +75,9 @@ class Agent:
         self._lock = threading.Lock()
         self.heartbeat = HeartbeatSender(cfg.coordinator.heartbeat_url, cfg.heartbeat.token_file,
                                          cfg.heartbeat.interval, cfg.heartbeat.timeout,
-                                         self.snapshot, log, ca_file=cfg.coordinator.root_certificates)
+                                         self.snapshot, log, ca_file=cfg.coordinator.root_certificates,
+                                         on_reply=self._heartbeat_reply)
+        self.models = model_updater(cfg, self.heartbeat, self.supervisor, log)
         self.stop_requested = threading.Event()
 
     # -- state -------------------------------------------------------------------------
@@ -107,6 +110,7 @@ class Agent:
             images=ImageCounts.model_validate(counts),
             disk_full=bool(problem and problem.startswith("disk full")),
             store_error=problem[:STORE_ERROR_MAX] if problem else None,
+            running_model=self.models.status() if self.models else None,
             **system_snapshot(Path(self.cfg.agent.state_dir)),
         )
 
@@ -125,9 +129,18 @@ class Agent:
             parts.append("no campaign yet")
         with self._lock:
             c = self.counts
+        if self.models is not None:
+            model = self.models.status()
+            parts.append(f"model {'v%d' % model.version if model.version else 'none'} {model.state}"
+                         + (f" ({model.reason})" if model.reason else ""))
         per_label = " ".join(f"{k} {v['train'] + v['test']}" for k, v in c["labels"].items())
         parts.append(f"images {per_label}, {c['quarantined']} quarantined")
         return "; ".join(parts)
+
+    def _heartbeat_reply(self, reply: dict) -> None:
+        desired = reply.get("desired_model")
+        if self.models is not None:
+            self.models.want(desired if isinstance(desired, int) and desired >= 1 else None)
 
     # -- loop --------------------------------------------------------------------------
     def healthy(self) -> bool:
@@ -151,6 +164,8 @@ class Agent:
         self.supervisor.poll()
         self.probe.start()
         self.heartbeat.start()
+        if self.models is not None:
+            self.models.start()
         self.notifier.ready()
         self.log.info("agent_ready", version=__version__, watchdog_seconds=wd,
                       superlink=self.cfg.coordinator.superlink)
@@ -173,6 +188,9 @@ class Agent:
         self.notifier.status("stopping")
         self.log.info("agent_stopping")
         self.heartbeat.stop()
+        if self.models is not None:
+            self.models.stop_event.set()
+            self.models.wake.set()
         self.probe.stop_event.set()
         self.supervisor.stop(self.stop_timeout)
         self.log.info("agent_stopped")

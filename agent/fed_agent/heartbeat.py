@@ -14,6 +14,7 @@ same backoff as an unreachable coordinator.
 from __future__ import annotations
 
 import http.client
+import json
 import ssl
 import stat
 import threading
@@ -30,20 +31,21 @@ from pydantic import ValidationError
 
 class HeartbeatSender(threading.Thread):
     def __init__(self, url: str, token_file: Path, interval: float, timeout: float,
-                 snapshot: Callable[[], Heartbeat], log, ca_file: Path | None = None) -> None:
+                 snapshot: Callable[[], Heartbeat], log, ca_file: Path | None = None,
+                 on_reply: Callable[[dict], None] = lambda reply: None) -> None:
         super().__init__(name="heartbeat", daemon=True)
         # HTTPS to the coordinator is verified against the fleet's own CA when one is given.
         self.ssl_context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
         self.url, self.token_file = url, Path(token_file)
         self.interval, self.timeout = interval, timeout
-        self.snapshot, self.log = snapshot, log
+        self.snapshot, self.log, self.on_reply = snapshot, log, on_reply
         self.stop_event = threading.Event()
         self.sent = 0
         self.failures = 0
         self.last_ok: float | None = None
         self._warned_mode = False
 
-    def _token(self) -> str:
+    def read_token(self) -> str:
         try:
             mode = self.token_file.stat().st_mode
             token = self.token_file.read_text().strip()
@@ -72,16 +74,22 @@ class HeartbeatSender(threading.Thread):
     def send_once(self) -> None:
         body = self._body()
         req = urllib.request.Request(self.url, data=body, method="POST", headers={
-            "Content-Type": "application/json", "Authorization": f"Bearer {self._token()}"})
+            "Content-Type": "application/json", "Authorization": f"Bearer {self.read_token()}"})
         try:
             with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl_context) as resp:
-                resp.read(65536)
+                reply = resp.read(65536)
         except urllib.error.HTTPError as exc:
             detail = exc.read(500).decode(errors="replace")
             raise RuntimeError(f"HTTP {exc.code} from {self.url}: {detail}") from None
         except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RuntimeError(f"cannot reach {self.url}: {reason}") from None
+        try:  # the reply carries what the coordinator wants of us (desired_model)
+            answer = json.loads(reply)
+        except ValueError:
+            return
+        if isinstance(answer, dict):
+            self.on_reply(answer)
 
     def run(self) -> None:
         delay = 0.0

@@ -78,10 +78,14 @@ class ModelStore:
     def previous(self) -> Optional[ModelManifest]:
         return self._linked("previous")
 
+    def verify(self, signed_body: bytes) -> ModelManifest:
+        """The manifest, if its signature verifies with the coordinator's key (else ManifestRejected)."""
+        return verified(signed_body, self.public_key)
+
     def install(self, signed_body: bytes, data: bytes) -> ModelManifest:
         """Verify, store and self-test a model, then make it current; ManifestRejected (with
         the reason) leaves everything as it was."""
-        manifest = verified(signed_body, self.public_key)
+        manifest = self.verify(signed_body)
         check_file(manifest, data)
         folder = self.folder(manifest.version)
         if not (folder / MANIFEST_FILE).is_file():

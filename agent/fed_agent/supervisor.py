@@ -89,6 +89,22 @@ class SuperNodeSupervisor:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def serving(self) -> bool:
+        """A message (a training round) is being served: a flwr-clientapp runs under the SuperNode."""
+        if not self.running():
+            return False
+        todo = [self.proc.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+                if pid != self.proc.pid and b"flwr-clientapp" in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return True
+            except OSError:
+                continue  # gone meanwhile
+            todo += [int(child) for child in children]
+        return False
+
     def poll(self) -> None:
         now = self.clock()
         if self.proc is not None:

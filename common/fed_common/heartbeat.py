@@ -62,6 +62,17 @@ class Memory(BaseModel):
     available_bytes: Optional[Bytes] = None
 
 
+class RunningModel(BaseModel):
+    """The model the agent runs (the rollout's view of this Pi)."""
+
+    model_config = _STRICT
+    version: Optional[Annotated[int, Field(ge=1)]] = None
+    sha256: Optional[Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]] = None
+    state: Literal["none", "ok", "updating", "failed"] = "none"
+    reason: Optional[Annotated[str, StringConstraints(max_length=300)]] = None  # why it failed
+    desired_version: Optional[Annotated[int, Field(ge=1)]] = None
+
+
 class Heartbeat(BaseModel):
     model_config = _STRICT
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -75,6 +86,7 @@ class Heartbeat(BaseModel):
     disk_free_bytes: Optional[Bytes] = None
     disk_full: bool = False  # the inbox stopped filing images for want of space
     store_error: Optional[Annotated[str, StringConstraints(max_length=300)]] = None
+    running_model: Optional[RunningModel] = None
     memory: Memory = Field(default_factory=Memory)
     load: Annotated[list[Annotated[float, Field(ge=0, le=10**6)]], Field(max_length=3)] = Field(
         default_factory=list)

@@ -9,7 +9,7 @@ misspelled or out-of-range one fails here, at config validation.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional
 
 from fed_common.config import STRICT, ConfigError, LoggingSection, load_model, sample_yaml
 from fedapp.run_config import RunSettings
@@ -109,6 +109,16 @@ class EdgeImpulseSection(BaseModel):
     retry_max_seconds: float = Field(3600, ge=1, description="longest wait between retries")
 
 
+class RolloutSection(BaseModel):
+    """The model channel the Pis pull the champion from (GET /api/v1/model/...)."""
+
+    model_config = _STRICT
+    signing_key_file: Optional[Path] = Field(
+        None, description="Ed25519 private key (PEM, mode 0600) that signs model manifests; "
+        "none: the channel is off and agents keep what they run")
+    model_kind: Literal["int8", "float32"] = Field("int8", description="which TFLite file the Pis run")
+
+
 class CoordinatorConfig(BaseModel):
     model_config = _STRICT
     service: ServiceSection = Field(default_factory=ServiceSection, description="where state lives")
@@ -118,6 +128,7 @@ class CoordinatorConfig(BaseModel):
     schedule: ScheduleSection = Field(default_factory=ScheduleSection, description="when campaigns run")
     champion: ChampionSection = Field(default_factory=ChampionSection, description="model promotion gate")
     edge_impulse: EdgeImpulseSection = Field(default_factory=EdgeImpulseSection, description="deploys")
+    rollout: RolloutSection = Field(default_factory=RolloutSection, description="the champion to the Pis")
     logging: LoggingSection = Field(default_factory=LoggingSection, description="structlog JSON")
 
 

@@ -55,6 +55,14 @@ def agents_fresh(coord, names: list[str], since: float) -> dict | None:
     return rows if ok else None
 
 
+def pis_running(coord, names: list[str], version: int) -> dict | None:
+    """The `running_model` of each Pi once every one reports `version` running, state ok."""
+    rows = {a["name"]: a for a in fedctl(coord, "fleet")["agents"]}
+    models = {n: (rows.get(n) or {}).get("running_model") or {} for n in names}
+    ok = all(m.get("version") == version and m.get("state") == "ok" for m in models.values())
+    return models if ok else None
+
+
 def agents_connected(coord, names: list[str], since: float) -> dict | None:
     """Like agents_fresh, and each agent reports its SuperNode connected."""
     rows = agents_fresh(coord, names, since)

@@ -19,7 +19,9 @@ from pydantic import ValidationError
 from fed_coordinator.api.fleet import fleet_view
 from fed_coordinator.state import State
 from fed_coordinator.api.status_page import PAGE_HEADERS, render_status_page
+from fed_coordinator.api.model_routes import add_model_routes
 from fed_coordinator.api.throttle import LogThrottle, client_address
+from fed_coordinator.models.channel import ModelChannel
 
 
 def _error(status: int, reason: str) -> JSONResponse:
@@ -52,12 +54,11 @@ def _parse_heartbeat(body: bytes, agent: str, log) -> Heartbeat | JSONResponse:
         return JSONResponse({"error": "invalid heartbeat", "problems": problems}, status_code=422)
 
 
-def create_app(state: State, *, max_body: int, online_after: float, log, metrics_text) -> FastAPI:
-    app = FastAPI(title="fed-coordinator fleet API", docs_url=None, redoc_url=None)
+def token_authenticator(state: State, log):
+    """`await authenticate(request)`: the agent the bearer token belongs to, or the 401."""
     unknown_tokens = LogThrottle()
 
-    @app.post("/api/v1/heartbeat")
-    async def heartbeat(request: Request):
+    async def authenticate(request: Request) -> str | JSONResponse:
         auth = request.headers.get("authorization", "")
         if not auth.lower().startswith("bearer ") or not auth[7:].strip():
             return _error(401, "missing bearer token")
@@ -66,9 +67,26 @@ def create_app(state: State, *, max_body: int, online_after: float, log, metrics
             client = client_address(request)
             held_back = unknown_tokens.allow(client)
             if held_back is not None:
-                log.warning("heartbeat_rejected", reason="unknown token", client=client,
-                            held_back_since_last=held_back)
+                log.warning("request_rejected", path=request.url.path, reason="unknown token",
+                            client=client, held_back_since_last=held_back)
             return _error(401, "unknown agent token")
+        return agent
+
+    return authenticate
+
+
+def create_app(state: State, *, max_body: int, online_after: float, log, metrics_text,
+               channel: ModelChannel | None = None) -> FastAPI:
+    app = FastAPI(title="fed-coordinator fleet API", docs_url=None, redoc_url=None)
+    authenticate = token_authenticator(state, log)
+    if channel is not None:
+        add_model_routes(app, channel, authenticate)
+
+    @app.post("/api/v1/heartbeat")
+    async def heartbeat(request: Request):
+        agent = await authenticate(request)
+        if isinstance(agent, JSONResponse):
+            return agent
         body = await _bounded_body(request, max_body)
         if body is None:
             return _error(413, f"heartbeat larger than {max_body} bytes")
@@ -78,7 +96,8 @@ def create_app(state: State, *, max_body: int, online_after: float, log, metrics
         if beat.agent != agent:
             return _error(403, f"token belongs to agent {agent!r}, body says {beat.agent!r}")
         state.heartbeat(agent, beat.model_dump_json(), request.client.host if request.client else "")
-        return {"ok": True, "agent": agent}
+        # The desired model rides on the reply: agents need no polling to learn of a new one.
+        return {"ok": True, "agent": agent, "desired_model": channel.desired(agent) if channel else None}
 
     @app.get("/api/v1/fleet")
     def fleet():

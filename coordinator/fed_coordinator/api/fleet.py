@@ -34,6 +34,17 @@ class AgentRow:
         return self.heartbeat.images.total if self.heartbeat else 0
 
     @property
+    def model(self) -> Optional[str]:
+        """`v3 ok`, `v2 updating`, `v2 failed` (with the desired version when it differs)."""
+        running = self.heartbeat.running_model if self.heartbeat else None
+        if running is None:
+            return None
+        text = f"{'v%d' % running.version if running.version else 'none'} {running.state}"
+        if running.desired_version and running.desired_version != running.version:
+            text += f" (wants v{running.desired_version})"
+        return text
+
+    @property
     def problem(self) -> Optional[str]:
         """What the agent says is wrong with it, in words (None: nothing)."""
         beat = self.heartbeat
@@ -57,6 +68,7 @@ class AgentRow:
             "disk_full": beat.disk_full if beat else None,
             "store_error": beat.store_error if beat else None,
             "problem": self.problem,
+            "running_model": beat.running_model.model_dump() if beat and beat.running_model else None,
             "cpu_temperature_c": beat.cpu_temperature_c if beat else None,
         }
 

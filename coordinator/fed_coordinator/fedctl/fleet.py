@@ -10,6 +10,7 @@ def cmd_fleet(args) -> int:
 
     fleet = fleet_view(open_state(args), 180)
     rows = [{**agent.to_json(), "state": "online" if agent.online else "offline",
-             "images": agent.image_total, "last_seen_s": agent.heartbeat_age_seconds} for agent in fleet]
+             "images": agent.image_total, "last_seen_s": agent.heartbeat_age_seconds,
+             "model": agent.model} for agent in fleet]
     return output(args, {"agents": [agent.to_json() for agent in fleet]}, rows, ["name", "state", "last_seen_s", "supernode_state",
-                                               "images", "version", "address", "problem"])
+                                               "images", "model", "version", "address", "problem"])

@@ -31,6 +31,8 @@ from fed_coordinator.models.registry import ModelRegistry
 from fed_coordinator.service.campaign_worker import CampaignWorker
 from fed_coordinator.service.commands import CommandHandler
 from fed_coordinator.state import State
+from fed_coordinator.models.channel import ModelChannel
+from fed_coordinator.models.manifest import SigningKeyError
 
 class Coordinator:
     def __init__(self, cfg, log) -> None:
@@ -56,6 +58,7 @@ class Coordinator:
         self.campaigns = CampaignWorker(runner, self.state, self.policy, cfg.campaign,
                                         superlink_restarts=lambda: self.link_restarts, log=log)
         self.commands = CommandHandler(self.state, self.policy, self.campaigns, log)
+        self.channel = self._model_channel()
         self.stop = threading.Event()
         self.link_restarts = 0
         self._online = (0, 0.0)
@@ -123,6 +126,16 @@ class Coordinator:
             self.log.warning("campaign_skipped", campaign=cid, reason=decision.reason)
         self.state.put("scheduler", self.scheduler.state())
 
+    def _model_channel(self) -> ModelChannel | None:
+        """The champion channel for the Pis, when a manifest signing key is configured."""
+        key_file = self.cfg.rollout.signing_key_file
+        if key_file is None:
+            return None
+        try:
+            return ModelChannel(self.state, self.registry, key_file, self.cfg.rollout.model_kind)
+        except SigningKeyError as exc:
+            raise SystemExit(f"fed-coordinator: {exc} (rollout.signing_key_file)") from None
+
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self.stop.set())
         signal.signal(signal.SIGINT, lambda *_: self.stop.set())
@@ -134,7 +147,8 @@ class Coordinator:
         self.link.start()
         app = create_app(self.state, max_body=self.cfg.api.max_body_bytes,
                          online_after=self.cfg.api.online_after_seconds, log=self.log,
-                         metrics_text=lambda: metrics_text(self.state, self.cfg.api.online_after_seconds))
+                         metrics_text=lambda: metrics_text(self.state, self.cfg.api.online_after_seconds),
+                         channel=self.channel)
         server = uvicorn.Server(uvicorn.Config(app, host=self.cfg.api.host, port=self.cfg.api.port,
                                                log_config=None, access_log=False))
         api_thread = threading.Thread(target=server.run, name="api", daemon=True)

@@ -144,8 +144,11 @@ def _operate(hosts: dict, tmp_path: Path, phases: Phases) -> None:
         sent = {pi1.name: fleet.drop_photos(pi1, "/srv/shared/datasets/dataset_client1/train"),
                 pi2.name: fleet.drop_photos(pi2, "/srv/shared/datasets/dataset_client2/train")}
         for pi in (pi1, pi2):
-            counts = fleet.wait_until(lambda: (c := fleet.stored_counts(pi))[2] == 0 and c, 180,
-                                      f"{pi.name}'s inbox to be ingested")
+            # All accounted for (filed or quarantined, none waiting): the three counts are read
+            # one after another while the scan may still be moving the last files.
+            counts = fleet.wait_until(
+                lambda: (c := fleet.stored_counts(pi))[2] == 0 and c[0] + c[1] == sent[pi.name] and c, 180,
+                f"{pi.name}'s inbox to be ingested, every photo filed or quarantined")
             assert counts[0] + counts[1] == sent[pi.name] and counts[0] >= 0.9 * sent[pi.name], (pi.name, counts)
 
     with phases("campaign 1 (run-now)"):

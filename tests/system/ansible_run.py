@@ -43,6 +43,8 @@ def write_vars(path: Path, pki_dir: Path, coordinator_ip: str) -> Path:
         f"fed_pki_dir: {pki_dir}\n"
         "fed_backbone_weights: /srv/shared/models/mobilenet_v2_1.00_160_no_top.weights.h5\n"
         "fed_server_data_src: /srv/shared/datasets/dataset_server\n"
+        # heartbeats every 15 s: the phases that wait for one (a new champion) wait less
+        "fed_agent_heartbeat_interval: 15\n"
         # a round waits at most 90 s for a Pi that went silent (the network-cut phase)
         "fed_campaign_settings: {rounds: 2, local_epochs: 2, min_nodes: 2, round_timeout_seconds: 90,"
         " node_wait_seconds: 60}\n")

@@ -1,4 +1,4 @@
-"""`fed-agent`: run the daemon, or check / print its configuration.
+"""`fed-agent`: run the daemon, check / print its configuration, or `predict` images.
 
 Exit status 78 (EX_CONFIG) on a bad configuration: the unit's RestartPreventExitStatus=78
 keeps systemd from restarting a daemon that can only fail the same way again.
@@ -10,6 +10,11 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if "predict" in args:  # `fed-agent [-c FILE] predict IMAGE...`: not the daemon
+        from .predict import predict_main
+
+        return predict_main(args)
     from fed_common.config import daemon_command_line
     from fed_common.logs import configure
 

@@ -18,10 +18,9 @@ Contract (for camera programs and people):
   (sha256 is null for a file too large to read).
 * A hard-linked file (its data also lives at another path, which could change a stored
   image later) and a symbolic link are quarantined, never followed: copy the image itself.
-* Nothing is ever deleted or overwritten; moves stay inside state_dir (os.replace). The
-  walk holds each folder open (os.fwalk, no symlinks followed) and every stat, open and
-  move is made relative to that folder: a folder swapped for a symlink between listing
-  and moving cannot make the agent move a file from outside the state folder.
+* Nothing is ever deleted or overwritten; moves stay inside state_dir (os.replace), made
+  relative to the folder the file was listed in (inbox_walk.py: nothing from outside the
+  state folder can be moved).
 * Out of space (or another error writing the store) never stops the agent: the scan
   stops, nothing waiting is moved or lost, `storage_problem` says why (the heartbeat and
   `systemctl status` show it), and the next scans retry until space is back. A reason
@@ -45,25 +44,21 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import structlog
 from fed_common.files import atomic_write, remove_stale_temp_files, sha256_bytes
 from fed_common.images import MAX_PIXELS, image_problem
 from fed_common.store import REASON_SUFFIX, SPLITS, ImageStore, IndexEntry, StoreLayout, split_for
 
+from .inbox_walk import Waiting, is_ignored, read_waiting, waiting_files
+
 __all__ = ["Inbox", "IngestReport", "is_ignored", "split_for"]
 _OUT_OF_SPACE = (errno.ENOSPC, errno.EDQUOT)
-_OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 UNLABELED = "_unlabeled"
 _LABEL = re.compile(r"^[A-Za-z0-9_-]+$")
 
 log = structlog.get_logger()
-
-
-def is_ignored(name: str) -> bool:
-    """Names a writer uses while a file is incomplete (and hidden files): never touched."""
-    return name.startswith(".") or name.lower().endswith((".part", ".tmp"))
 
 
 @dataclass
@@ -72,17 +67,6 @@ class IngestReport:
 
     accepted: list[tuple[str, str]] = field(default_factory=list)
     quarantined: list[tuple[str, str]] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class Waiting:
-    """A file waiting in the inbox: its name inside an open folder (`dir_fd`), the path a
-    person would use (for logs and notes only), and its top-level folder (None: loose)."""
-
-    dir_fd: int
-    name: str
-    path: Path
-    folder: Optional[str]
 
 
 class Inbox:
@@ -153,7 +137,7 @@ class Inbox:
         if not self._guard_storage(self._make_dirs):
             return report
         try:
-            for item in self._waiting():
+            for item in waiting_files(self.inbox_dir):
                 try:
                     self._ingest_one(item, now, report)
                 except FileNotFoundError:
@@ -174,36 +158,7 @@ class Inbox:
         labels = {label: {split: stored[(label, split)] for split in SPLITS} for label in self.labels}
         quarantined = sum(1 for _, _, names in os.walk(self.quarantine_dir) for n in names
                           if not n.startswith(".") and not n.endswith(REASON_SUFFIX))
-        return {"labels": labels, "quarantined": quarantined, "pending": sum(1 for _ in self._waiting())}
-
-    def _waiting(self) -> Iterator[Waiting]:
-        """Each file waiting, in a stable order, with its folder held open while it is used."""
-        top = os.open(self.inbox_dir, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
-        try:
-            for name in sorted(os.listdir(top)):
-                if is_ignored(name):
-                    continue
-                st = os.stat(name, dir_fd=top, follow_symlinks=False)
-                if not stat.S_ISDIR(st.st_mode):
-                    yield Waiting(top, name, self.inbox_dir / name, None)
-                    continue
-                # fwalk opens each folder without following symlinks and checks it is the one
-                # listed, so a swapped-in symlink is never entered
-                for root, dirs, names, root_fd in os.fwalk(name, dir_fd=top, follow_symlinks=False):
-                    dirs[:] = sorted(d for d in dirs if not is_ignored(d))
-                    for file_name in sorted(names):
-                        if not is_ignored(file_name):
-                            yield Waiting(root_fd, file_name, self.inbox_dir / root / file_name, name)
-        finally:
-            os.close(top)
-
-    def _read(self, item: Waiting, st: os.stat_result) -> Optional[bytes]:
-        """The file's bytes (at most max_bytes + 1), or None when it changed since its stat."""
-        fd = os.open(item.name, _OPEN_FLAGS, dir_fd=item.dir_fd)
-        with os.fdopen(fd, "rb") as fh:
-            if not os.path.samestat(st, os.fstat(fd)):
-                return None
-            return fh.read(self.max_bytes + 1)  # + 1: notices a file that grew since the stat
+        return {"labels": labels, "quarantined": quarantined, "pending": sum(1 for _ in waiting_files(self.inbox_dir))}
 
     def _ingest_one(self, item: Waiting, now: float, report: IngestReport) -> None:
         st = os.stat(item.name, dir_fd=item.dir_fd, follow_symlinks=False)
@@ -222,7 +177,7 @@ class Inbox:
         else:
             data = b""
             if st.st_size <= self.max_bytes:  # size is checked before anything is read or decoded
-                data = self._read(item, st)
+                data = read_waiting(item, st, self.max_bytes)
                 if data is None:
                     return  # replaced while we looked: next scan
                 sha = sha256_bytes(data) if len(data) <= self.max_bytes else None

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from .config import LABEL_PATTERN
+from .files import sha256_bytes
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
@@ -91,11 +92,9 @@ def verified(body: bytes | str, key: Ed25519PublicKey) -> ModelManifest:
 
 def check_file(manifest: ModelManifest, data: bytes) -> None:
     """ManifestRejected unless `data` is exactly the file the manifest names."""
-    import hashlib
-
     if len(data) != manifest.file.size:
         raise ManifestRejected(f"model file is {len(data)} bytes, the manifest says {manifest.file.size}")
-    digest = hashlib.sha256(data).hexdigest()
+    digest = sha256_bytes(data)
     if digest != manifest.file.sha256:
         raise ManifestRejected(f"model file sha256 {digest[:12]}... differs from the manifest's "
                                f"{manifest.file.sha256[:12]}...")

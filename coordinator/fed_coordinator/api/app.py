@@ -16,16 +16,13 @@ from fed_common.config import format_validation_error
 from fed_common.heartbeat import Heartbeat
 from pydantic import ValidationError
 
+from fed_coordinator.api.errors import error_response
 from fed_coordinator.api.fleet import fleet_view
 from fed_coordinator.state import State
 from fed_coordinator.api.status_page import PAGE_HEADERS, render_status_page
 from fed_coordinator.api.model_routes import add_model_routes
 from fed_coordinator.api.throttle import LogThrottle, client_address
 from fed_coordinator.models.channel import ModelChannel
-
-
-def _error(status: int, reason: str) -> JSONResponse:
-    return JSONResponse({"error": reason}, status_code=status)
 
 
 async def _bounded_body(request: Request, max_body: int) -> bytes | None:
@@ -48,7 +45,7 @@ def _parse_heartbeat(body: bytes, agent: str, log) -> Heartbeat | JSONResponse:
     except ValidationError as exc:
         syntax = [err["msg"] for err in exc.errors() if err["type"] == "json_invalid"]
         if syntax:  # not JSON at all, or nested deeper than the parser allows
-            return _error(400, f"body is not valid JSON: {syntax[0]}")
+            return error_response(400, f"body is not valid JSON: {syntax[0]}")
         problems = format_validation_error(exc)
         log.warning("heartbeat_rejected", agent=agent, reason="invalid", problems=problems[:10])
         return JSONResponse({"error": "invalid heartbeat", "problems": problems}, status_code=422)
@@ -61,7 +58,7 @@ def token_authenticator(state: State, log):
     async def authenticate(request: Request) -> str | JSONResponse:
         auth = request.headers.get("authorization", "")
         if not auth.lower().startswith("bearer ") or not auth[7:].strip():
-            return _error(401, "missing bearer token")
+            return error_response(401, "missing bearer token")
         agent = state.agent_for_token(auth[7:].strip())
         if agent is None:
             client = client_address(request)
@@ -69,7 +66,7 @@ def token_authenticator(state: State, log):
             if held_back is not None:
                 log.warning("request_rejected", path=request.url.path, reason="unknown token",
                             client=client, held_back_since_last=held_back)
-            return _error(401, "unknown agent token")
+            return error_response(401, "unknown agent token")
         return agent
 
     return authenticate
@@ -89,12 +86,12 @@ def create_app(state: State, *, max_body: int, online_after: float, log, metrics
             return agent
         body = await _bounded_body(request, max_body)
         if body is None:
-            return _error(413, f"heartbeat larger than {max_body} bytes")
+            return error_response(413, f"heartbeat larger than {max_body} bytes")
         beat = _parse_heartbeat(body, agent, log)
         if isinstance(beat, JSONResponse):
             return beat
         if beat.agent != agent:
-            return _error(403, f"token belongs to agent {agent!r}, body says {beat.agent!r}")
+            return error_response(403, f"token belongs to agent {agent!r}, body says {beat.agent!r}")
         state.heartbeat(agent, beat.model_dump_json(), request.client.host if request.client else "")
         # The desired model rides on the reply: agents need no polling to learn of a new one.
         return {"ok": True, "agent": agent, "desired_model": channel.desired(agent) if channel else None}

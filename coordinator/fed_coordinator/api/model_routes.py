@@ -13,15 +13,13 @@ from typing import Awaitable, Callable
 from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from fed_coordinator.api.errors import error_response
 from fed_coordinator.models.channel import ModelChannel
 
 Authenticate = Callable[[Request], Awaitable["str | JSONResponse"]]
 
 
 def add_model_routes(app: FastAPI, channel: ModelChannel, authenticate: Authenticate) -> None:
-    def error(status: int, reason: str) -> JSONResponse:
-        return JSONResponse({"error": reason}, status_code=status)
-
     @app.get("/api/v1/model/manifest")
     async def manifest(request: Request):
         agent = await authenticate(request)
@@ -29,7 +27,7 @@ def add_model_routes(app: FastAPI, channel: ModelChannel, authenticate: Authenti
             return agent
         version = channel.desired(agent)
         if version is None:
-            return error(404, "no model to run yet (no champion)")
+            return error_response(404, "no model to run yet (no champion)")
         return Response(channel.manifest(version), media_type="application/json")
 
     @app.get("/api/v1/model/file/{version}")
@@ -38,5 +36,5 @@ def add_model_routes(app: FastAPI, channel: ModelChannel, authenticate: Authenti
         if isinstance(agent, JSONResponse):
             return agent
         if version != channel.desired(agent):
-            return error(404, f"v{version} is not the model this agent should run")
+            return error_response(404, f"v{version} is not the model this agent should run")
         return FileResponse(channel.file(version), media_type="application/octet-stream")

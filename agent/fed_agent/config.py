@@ -100,6 +100,28 @@ class ModelSection(BaseModel):
         None, description="The coordinator's Ed25519 public key (PEM) that signs model manifests; "
         "unset: this agent does not fetch models.")
     download_timeout: float = Field(60.0, ge=1, le=3600, description="Seconds per model download request.")
+    self_test_margin: float = Field(
+        0.05, ge=0, le=1, description="A new model whose accuracy on this Pi's labeled test images is below "
+        "the running model's by more than this is refused (0-1).")
+
+
+class LabelHook(BaseModel):
+    model_config = STRICT
+    command: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        min_length=1, description="Program and arguments, run without a shell; {path}, {label} and {score} "
+        "are replaced in each argument.", examples=[["/usr/local/bin/site-alert", "{label}", "{path}"]])
+    timeout: float = Field(10.0, gt=0, le=300, description="Seconds before the command is killed.")
+
+
+class InferenceSection(BaseModel):
+    model_config = STRICT
+    enabled: bool = Field(True, description="Classify every image the inbox accepts with the running model.")
+    low_confidence: float = Field(0.6, ge=0, le=1, description="Predictions scoring below this count as "
+                                  "low-confidence in the heartbeat's field summary (0-1).")
+    predictions_max_bytes: int = Field(5_000_000, ge=4096, description="predictions.jsonl is rotated at this size.")
+    predictions_keep: int = Field(3, ge=1, le=100, description="Rotated predictions files kept.")
+    on_label: dict[Annotated[str, StringConstraints(pattern=LABEL_PATTERN)], LabelHook] = Field(
+        default_factory=dict, description="Per predicted label, a command to run (site alerts).")
 
 
 Label = Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]
@@ -115,6 +137,8 @@ class AgentConfig(BaseModel):
     heartbeat: HeartbeatSection = Field(default_factory=HeartbeatSection, description="Status reports.")
     inbox: InboxSection = Field(default_factory=InboxSection, description="Photos dropped in <state_dir>/inbox/.")
     model: ModelSection = Field(default_factory=ModelSection, description="The model this Pi runs.")
+    inference: InferenceSection = Field(default_factory=InferenceSection,
+                                        description="What the running model does with new images.")
     labels: list[Label] = Field(default_factory=lambda: ["head", "hardhat"], min_length=2,
                                 description="Class names (2 or more, unique); one inbox folder each.")
     logging: LoggingSection = Field(default_factory=LoggingSection, description="Log output.")

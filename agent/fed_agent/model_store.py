@@ -98,6 +98,17 @@ class ModelStore:
         self._switch(folder)
         return manifest
 
+    def installed(self, version: int) -> Optional[ModelManifest]:
+        """The manifest of a version kept on disk, if it still verifies (signature, size and
+        SHA-256 of the file); None otherwise (it must be downloaded again)."""
+        folder = self.folder(version)
+        try:
+            manifest = self.verify((folder / MANIFEST_FILE).read_bytes())
+            check_file(manifest, (folder / MODEL_FILE).read_bytes())
+        except (OSError, ManifestRejected):
+            return None
+        return manifest if manifest.version == version else None
+
     def switch_to(self, version: int) -> ModelManifest:
         """Make an installed version current again (a rollback needs no download)."""
         folder = self.folder(version)
@@ -124,6 +135,10 @@ class ModelStore:
         self._point("current", folder.name)
         if before is not None:
             self._point("previous", before)
+        keep = {folder.name, before}
+        for old in self.root.glob("v[0-9]*"):  # an SD card keeps two models, not every one ever run
+            if old.is_dir() and old.name not in keep:
+                shutil.rmtree(old, ignore_errors=True)
 
     def _point(self, name: str, target: str) -> None:
         """Replace the symlink `name` with one rename (never a moment without it)."""

@@ -74,6 +74,11 @@ class ModelUpdater(threading.Thread):
         if self.busy():
             self.log.info("model_update_waits_for_training", desired=desired)
             return True
+        if self.store.installed(desired) is not None:  # a rollback: the version is still on disk
+            self.store.switch_to(desired)
+            self.error = None
+            self.log.info("model_switched", version=desired, source="kept on disk")
+            return True
         body = self._get("/api/v1/model/manifest", 256 * 1024)
         try:
             manifest = self.store.verify(body)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal, Optional
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
 from .config import LABEL_PATTERN, NAME_PATTERN
 from .node_config import LastTraining
@@ -24,6 +24,7 @@ LabelName = Annotated[str, StringConstraints(pattern=LABEL_PATTERN, max_length=6
 ShortText = Annotated[str, StringConstraints(max_length=64)]
 Count = Annotated[int, Field(ge=0, le=10**12)]
 Bytes = Annotated[int, Field(ge=0, le=2**63 - 1)]
+Share = Annotated[float, Field(ge=0, le=1)]
 ConnectionState = Literal["starting", "restarting", "reconnecting", "connecting", "connected"]
 
 
@@ -71,6 +72,43 @@ class RunningModel(BaseModel):
     state: Literal["none", "ok", "updating", "failed"] = "none"
     reason: Optional[Annotated[str, StringConstraints(max_length=300)]] = None  # why it failed
     desired_version: Optional[Annotated[int, Field(ge=1)]] = None
+    # The self-test the running model passed: accuracy on this Pi's own labeled test images
+    # (None with none: a smoke inference only), and how many images that was.
+    self_test_accuracy: Optional[Share] = None
+    self_test_images: Count = 0
+
+
+class FieldSummary(BaseModel):
+    """What the running model saw in the field since the last heartbeat the coordinator took:
+    every image the inbox accepted, classified on the Pi."""
+
+    model_config = _STRICT
+    model_version: Optional[Annotated[int, Field(ge=1)]] = None
+    images: Count = 0
+    predicted: Annotated[dict[LabelName, Count], Field(max_length=64)] = Field(default_factory=dict)
+    mean_confidence: Optional[Share] = None
+    low_confidence: Share = 0.6  # the threshold (inference.low_confidence) the share is counted at
+    low_confidence_images: Count = 0
+    labeled: Count = 0  # images with a human label (their inbox folder)
+    correct: Count = 0  # ... of which the model agreed with the human
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "FieldSummary":
+        # Readers divide by these counts; a summary that cannot be true is refused whole.
+        if self.low_confidence_images > self.images or self.labeled > self.images or self.correct > self.labeled:
+            raise ValueError("counts do not add up (low_confidence_images and labeled are at most images, "
+                             "correct at most labeled)")
+        if sum(self.predicted.values()) != self.images:
+            raise ValueError(f"predicted counts sum to {sum(self.predicted.values())}, images is {self.images}")
+        return self
+
+    @property
+    def low_confidence_share(self) -> Optional[float]:
+        return self.low_confidence_images / self.images if self.images else None
+
+    @property
+    def field_accuracy(self) -> Optional[float]:
+        return self.correct / self.labeled if self.labeled else None
 
 
 class Heartbeat(BaseModel):
@@ -87,6 +125,7 @@ class Heartbeat(BaseModel):
     disk_full: bool = False  # the inbox stopped filing images for want of space
     store_error: Optional[Annotated[str, StringConstraints(max_length=300)]] = None
     running_model: Optional[RunningModel] = None
+    field: Optional[FieldSummary] = None
     memory: Memory = Field(default_factory=Memory)
     load: Annotated[list[Annotated[float, Field(ge=0, le=10**6)]], Field(max_length=3)] = Field(
         default_factory=list)

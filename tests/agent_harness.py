@@ -53,7 +53,8 @@ class NotifySocket:
 
 
 class HeartbeatServer:
-    """Loopback endpoint recording every heartbeat POST (headers, raw bytes and parsed body)."""
+    """Loopback endpoint recording every heartbeat POST (headers, raw bytes, parsed body and
+    the status it was answered with: `status`, which a test may change to refuse posts)."""
 
     def __init__(self, status: int = 200) -> None:
         received = self.received = []
@@ -63,9 +64,10 @@ class HeartbeatServer:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's naming
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status = outer.status  # read once: a test may change it between requests
                 received.append({"time": time.monotonic(), "headers": dict(self.headers),
-                                 "raw": body, "body": json.loads(body)})
-                self.send_response(outer.status)
+                                 "raw": body, "body": json.loads(body), "status": status})
+                self.send_response(status)
                 self.send_header("Content-Type", "application/json")
                 self.end_headers()
                 self.wfile.write(b'{"ok": true}')
@@ -100,6 +102,7 @@ def write_config(path: Path, state_dir: Path, superlink: str, heartbeat_url: str
         "inbox": {"scan_interval": 1, "settle_seconds": 0, "min_width": 32, "min_height": 32},
         "labels": ["head", "hardhat"],
         "model": {},
+        "inference": {},
         "logging": {"level": "info"},
     }
     apply_overrides(cfg, overrides)

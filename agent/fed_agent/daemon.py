@@ -1,5 +1,8 @@
 """The agent's main loop: supervise the SuperNode, ingest the inbox, tell systemd how we are.
 
+Each image the inbox files is handed to the inference worker (inference.py), which
+classifies it with the running model off this loop; the heartbeat carries what it saw.
+
 WATCHDOG=1 is sent from this loop only, and only while the loop's helpers are alive: if the
 loop hangs (or a helper thread died), the pings stop and systemd's WatchdogSec restarts us.
 """
@@ -14,7 +17,7 @@ from pathlib import Path
 from typing import Optional
 
 from fed_common.files import remove_stale_temp_files
-from fed_common.heartbeat import Heartbeat, ImageCounts, SupernodeStatus
+from fed_common.heartbeat import FieldSummary, Heartbeat, ImageCounts, SupernodeStatus
 from fed_common.node_config import LastTraining
 from fed_common.notify import Notifier
 from fed_common.store import StoreLayout
@@ -23,6 +26,7 @@ from . import __version__
 from .health import system_snapshot
 from .heartbeat import HeartbeatSender
 from .inbox import Inbox
+from .inference import FiledImage, field_inference, running_classifier
 from .model_updater import model_updater
 from .supervisor import SuperNodeSupervisor
 
@@ -73,11 +77,13 @@ class Agent:
         self.started = time.monotonic()  # uptime must not jump when NTP sets the clock
         self.counts: dict = self.inbox.counts()
         self._lock = threading.Lock()
+        self.classifier = running_classifier(cfg, log)  # one running model: inference and self-tests
+        self.inference = field_inference(cfg, self.classifier, log)  # None: inference disabled
         self.heartbeat = HeartbeatSender(cfg.coordinator.heartbeat_url, cfg.heartbeat.token_file,
                                          cfg.heartbeat.interval, cfg.heartbeat.timeout,
                                          self.snapshot, log, ca_file=cfg.coordinator.root_certificates,
-                                         on_reply=self._heartbeat_reply)
-        self.models = model_updater(cfg, self.heartbeat, self.supervisor, log)
+                                         on_reply=self._heartbeat_reply, on_accepted=self._heartbeat_accepted)
+        self.models = model_updater(cfg, self.heartbeat, self.supervisor, log, self.classifier)
         self.stop_requested = threading.Event()
 
     # -- state -------------------------------------------------------------------------
@@ -111,8 +117,17 @@ class Agent:
             disk_full=bool(problem and problem.startswith("disk full")),
             store_error=problem[:STORE_ERROR_MAX] if problem else None,
             running_model=self.models.status() if self.models else None,
+            field=self.field_summary(),
             **system_snapshot(Path(self.cfg.agent.state_dir)),
         )
+
+    def field_summary(self) -> Optional[FieldSummary]:
+        """What the running model saw since the last accepted heartbeat (field.py says how
+        the counts are kept); None with inference disabled, or nothing seen and no model."""
+        if self.inference is None:
+            return None
+        manifest = self.classifier.manifest()
+        return self.inference.tally.summary(manifest.version if manifest else None)
 
     def status_line(self) -> str:
         state = self.connection_state()
@@ -135,22 +150,40 @@ class Agent:
                          + (f" ({model.reason})" if model.reason else ""))
         per_label = " ".join(f"{k} {v['train'] + v['test']}" for k, v in c["labels"].items())
         parts.append(f"images {per_label}, {c['quarantined']} quarantined")
+        if self.inference is not None:
+            parts.append(self._field_status())
         return "; ".join(parts)
+
+    def _field_status(self) -> str:
+        """Since start: `field 12 images, 8% low confidence, 2 not classified`."""
+        totals, errors = self.inference.tally.totals(), self.inference.errors
+        text = f"field {totals.images} images"
+        if totals.images:
+            text += f", {totals.low_confidence_share:.0%} low confidence"
+        return text + (f", {errors} not classified" if errors else "")
 
     def _heartbeat_reply(self, reply: dict) -> None:
         desired = reply.get("desired_model")
         if self.models is not None:
             self.models.want(desired if isinstance(desired, int) and desired >= 1 else None)
 
+    def _heartbeat_accepted(self, heartbeat: Heartbeat) -> None:
+        if self.inference is not None:
+            self.inference.tally.accepted(heartbeat.field)
+
     # -- loop --------------------------------------------------------------------------
     def healthy(self) -> bool:
-        return self.heartbeat.is_alive() and self.probe.is_alive()
+        inference_ok = self.inference is None or self.inference.healthy()
+        return self.heartbeat.is_alive() and self.probe.is_alive() and inference_ok
 
     def ingest(self) -> None:
         report = self.inbox.ingest()
         counts = self.inbox.counts()
         with self._lock:
             self.counts = counts
+        if self.inference is not None:  # classified off this thread, once safely filed
+            for entry in report.filed:
+                self.inference.submit(FiledImage(self.inbox.store.path_of(entry), entry.sha256, entry.label))
         if report.accepted or report.quarantined:
             self.log.info("inbox_ingested", accepted=len(report.accepted),
                           quarantined=len(report.quarantined))
@@ -163,6 +196,8 @@ class Agent:
         self.ingest()
         self.supervisor.poll()
         self.probe.start()
+        if self.inference is not None:
+            self.inference.start()
         self.heartbeat.start()
         if self.models is not None:
             self.models.start()
@@ -180,7 +215,8 @@ class Agent:
                 self.notifier.watchdog()
             else:
                 self.log.error("agent_unhealthy", heartbeat_alive=self.heartbeat.is_alive(),
-                               probe_alive=self.probe.is_alive())
+                               probe_alive=self.probe.is_alive(),
+                               inference_alive=self.inference.healthy() if self.inference else None)
         return self.shutdown()
 
     def shutdown(self) -> int:
@@ -188,6 +224,8 @@ class Agent:
         self.notifier.status("stopping")
         self.log.info("agent_stopping")
         self.heartbeat.stop()
+        if self.inference is not None:
+            self.inference.stop()
         if self.models is not None:
             self.models.stop_event.set()
             self.models.wake.set()

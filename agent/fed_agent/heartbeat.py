@@ -32,13 +32,14 @@ from pydantic import ValidationError
 class HeartbeatSender(threading.Thread):
     def __init__(self, url: str, token_file: Path, interval: float, timeout: float,
                  snapshot: Callable[[], Heartbeat], log, ca_file: Path | None = None,
-                 on_reply: Callable[[dict], None] = lambda reply: None) -> None:
+                 on_reply: Callable[[dict], None] = lambda reply: None,
+                 on_accepted: Callable[[Heartbeat], None] = lambda heartbeat: None) -> None:
         super().__init__(name="heartbeat", daemon=True)
         # HTTPS to the coordinator is verified against the fleet's own CA when one is given.
         self.ssl_context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
         self.url, self.token_file = url, Path(token_file)
         self.interval, self.timeout = interval, timeout
-        self.snapshot, self.log, self.on_reply = snapshot, log, on_reply
+        self.snapshot, self.log, self.on_reply, self.on_accepted = snapshot, log, on_reply, on_accepted
         self.stop_event = threading.Event()
         self.sent = 0
         self.failures = 0
@@ -59,10 +60,11 @@ class HeartbeatSender(threading.Thread):
             raise RuntimeError(f"token file {self.token_file} is empty")
         return token
 
-    def _body(self) -> bytes:
-        """The snapshot as the JSON body; any failure to build it becomes a RuntimeError."""
+    def _build(self) -> tuple[Heartbeat, bytes]:
+        """The snapshot and its JSON body; any failure to build them becomes a RuntimeError."""
         try:
-            return self.snapshot().model_dump_json().encode()
+            heartbeat = self.snapshot()
+            return heartbeat, heartbeat.model_dump_json().encode()
         except ValidationError as exc:
             errors = format_validation_error(exc)
             self.log.error("heartbeat_invalid", errors=errors)
@@ -72,7 +74,9 @@ class HeartbeatSender(threading.Thread):
             raise RuntimeError(f"cannot build the heartbeat: {type(exc).__name__}: {exc}") from None
 
     def send_once(self) -> None:
-        body = self._body()
+        """POST one heartbeat; RuntimeError unless the coordinator accepted it (2xx), and only
+        then `on_accepted(heartbeat)`: what it carried (the field summary) is delivered."""
+        heartbeat, body = self._build()
         req = urllib.request.Request(self.url, data=body, method="POST", headers={
             "Content-Type": "application/json", "Authorization": f"Bearer {self.read_token()}"})
         try:
@@ -84,6 +88,7 @@ class HeartbeatSender(threading.Thread):
         except (urllib.error.URLError, http.client.HTTPException, TimeoutError, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise RuntimeError(f"cannot reach {self.url}: {reason}") from None
+        self.on_accepted(heartbeat)
         try:  # the reply carries what the coordinator wants of us (desired_model)
             answer = json.loads(reply)
         except ValueError:

@@ -63,9 +63,11 @@ log = structlog.get_logger()
 
 @dataclass
 class IngestReport:
-    """What one scan did: (source, destination) accepted and (source, reason) quarantined."""
+    """What one scan did: (source, destination) accepted and (source, reason) quarantined;
+    `filed` is the store's entry of each accepted image (what on-device inference needs)."""
 
     accepted: list[tuple[str, str]] = field(default_factory=list)
+    filed: list[IndexEntry] = field(default_factory=list)
     quarantined: list[tuple[str, str]] = field(default_factory=list)
 
 
@@ -204,9 +206,11 @@ class Inbox:
         split = split_for(sha, self.test_fraction)
         dest = _free_name(self.data_dir / split / label, sha[:16] + Path(item.name).suffix.lower())
         os.replace(item.name, dest, src_dir_fd=item.dir_fd)
-        self._index[sha] = IndexEntry(sha256=sha, label=label, split=split, size=dest.stat().st_size,
-                                      path=dest.relative_to(self.data_dir).as_posix())
+        entry = IndexEntry(sha256=sha, label=label, split=split, size=dest.stat().st_size,
+                           path=dest.relative_to(self.data_dir).as_posix())
+        self._index[sha] = entry
         report.accepted.append((str(item.path), str(dest)))
+        report.filed.append(entry)
         log.info("image_accepted", file=str(item.path), destination=str(dest), label=label, split=split)
 
     def _quarantine(self, item: Waiting, reason: str, sha: Optional[str], now: float,

@@ -10,7 +10,9 @@ one, never half of either.
 Nothing is trusted because of where it came from: the manifest must verify with the
 coordinator's public key (fed_common.manifest), the file must have the manifest's size and
 SHA-256, and the model must load and answer a smoke inference with the labels' number of
-finite outputs before it may become ``current``.
+finite outputs before it may become ``current``; where the Pi has labeled test images of its
+own, it must also score on them no worse than the running model by more than a margin
+(self_test.py). What the self-test found is kept next to the version (``self_test.json``).
 """
 
 from __future__ import annotations
@@ -18,44 +20,52 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from typing import Callable, Optional
 
-import numpy as np
 from fed_common.files import atomic_write, fsync_dir
 from fed_common.manifest import ManifestRejected, ModelManifest, SignedManifest, check_file, verified
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-MODEL_FILE, MANIFEST_FILE = "model.tflite", "manifest.json"
+MODEL_FILE, MANIFEST_FILE, SELF_TEST_FILE = "model.tflite", "manifest.json", "self_test.json"
+SelfTestFunction = Callable[[Path, ModelManifest], Optional["SelfTestResult"]]
 
 
-def smoke_test(model_path: Path, manifest: ModelManifest) -> None:
+class SelfTestResult(BaseModel):
+    """The self-test a version passed, kept next to it (``self_test.json``) so the heartbeat
+    reports it after a restart, and after a rollback to a version kept on disk.
+
+    `accuracy` is on this Pi's own labeled test images (None when it had none: a smoke
+    inference only); `running_*` is the model that ran at the time, on the same images."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    version: int = Field(ge=1)
+    accuracy: Optional[float] = Field(None, ge=0, le=1)
+    images: int = Field(0, ge=0)
+    running_version: Optional[int] = None
+    running_accuracy: Optional[float] = Field(None, ge=0, le=1)
+    margin: Optional[float] = None
+    time: float = Field(default_factory=time.time)
+
+
+def smoke_test(model_path: Path, manifest: ModelManifest) -> SelfTestResult:
     """Load the model with the TFLite interpreter and run one inference; ManifestRejected if
     it cannot load, takes another input than the manifest says, or answers nonsense."""
-    from fedapp.tflite import load_interpreter
+    from .classifier import ModelClassifier  # it reads this module's layout: imported late
 
-    try:
-        interpreter = load_interpreter(str(model_path))
-        interpreter.allocate_tensors()
-        inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-        spec = manifest.input
-        want = [1, spec.height, spec.width, spec.channels]
-        if list(inp["shape"]) != want:
-            raise ManifestRejected(f"model input is {list(inp['shape'])}, the manifest says {want}")
-        interpreter.set_tensor(inp["index"], np.full(want, 127.5, np.float32))
-        interpreter.invoke()
-        output = interpreter.get_tensor(out["index"])
-    except ManifestRejected:
-        raise
-    except Exception as exc:  # the interpreter raises ValueError/RuntimeError for a bad file
-        raise ManifestRejected(f"model does not load or run: {exc}") from None
-    if output.shape[-1] != len(manifest.labels) or not np.isfinite(output).all():
-        raise ManifestRejected(f"model answers {output.shape[-1]} values (finite: "
-                               f"{bool(np.isfinite(output).all())}) for {len(manifest.labels)} labels")
+    ModelClassifier(model_path, manifest).smoke()
+    return SelfTestResult(version=manifest.version)
+
+
+def models_root(state_dir: str | Path) -> Path:
+    """Where an agent with this state folder keeps its models."""
+    return Path(state_dir) / "models"
 
 
 class ModelStore:
     def __init__(self, root: str | Path, public_key,
-                 self_test: Callable[[Path, ModelManifest], None] = smoke_test) -> None:
+                 self_test: SelfTestFunction = smoke_test) -> None:
         self.root = Path(root)
         self.public_key, self.self_test = public_key, self_test
         self.root.mkdir(parents=True, exist_ok=True)
@@ -91,12 +101,24 @@ class ModelStore:
         if not (folder / MANIFEST_FILE).is_file():
             self._write_folder(folder, signed_body, data)
         try:
-            self.self_test(folder / MODEL_FILE, manifest)
+            result = self.self_test(folder / MODEL_FILE, manifest)
         except ManifestRejected:
             shutil.rmtree(folder, ignore_errors=True)
             raise
+        if result is not None:  # before the switch: a running model always has its result
+            atomic_write(folder / SELF_TEST_FILE, result.model_dump_json() + "\n")
         self._switch(folder)
         return manifest
+
+    def self_tested(self) -> Optional[SelfTestResult]:
+        """The self-test the running model passed (None: none recorded, or no model runs)."""
+        current = self.root / "current"
+        try:
+            result = SelfTestResult.model_validate_json((current / SELF_TEST_FILE).read_bytes())
+        except (OSError, ValidationError, ValueError):
+            return None
+        running = self.running()
+        return result if running is not None and running.version == result.version else None
 
     def installed(self, version: int) -> Optional[ModelManifest]:
         """The manifest of a version kept on disk, if it still verifies (signature, size and

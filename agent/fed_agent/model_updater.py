@@ -21,7 +21,9 @@ from typing import Callable, Optional
 from fed_common.heartbeat import RunningModel
 from fed_common.manifest import MAX_MODEL_BYTES, ManifestRejected
 
-from .model_store import ModelStore
+from .classifier import RunningClassifier
+from .model_store import ModelStore, models_root
+from .self_test import SelfTest
 
 
 class ModelUpdater(threading.Thread):
@@ -44,8 +46,11 @@ class ModelUpdater(threading.Thread):
 
     def status(self) -> RunningModel:
         running = self.store.running()
+        tested = self.store.self_tested() if running else None  # read from disk: a restart keeps it
         base = {"version": running.version if running else None,
-                "sha256": running.file.sha256 if running else None, "desired_version": self.desired}
+                "sha256": running.file.sha256 if running else None, "desired_version": self.desired,
+                "self_test_accuracy": tested.accuracy if tested else None,
+                "self_test_images": tested.images if tested else 0}
         if self.desired is not None and self.desired in self.refused:
             return RunningModel(**base, state="failed", reason=self.refused[self.desired][:300])
         if self.desired is not None and (running is None or running.version != self.desired):
@@ -108,8 +113,11 @@ class ModelUpdater(threading.Thread):
         return data
 
 
-def model_updater(cfg, heartbeat, supervisor, log) -> Optional[ModelUpdater]:
-    """The updater for this agent's config (None when `model.public_key_file` is unset)."""
+def model_updater(cfg, heartbeat, supervisor, log, running: Optional[RunningClassifier] = None
+                  ) -> Optional[ModelUpdater]:
+    """The updater for this agent's config (None when `model.public_key_file` is unset). Each
+    new model is self-tested on the Pi's own test images against `running` (the daemon's
+    running model, shared so it is loaded once)."""
     key_file = cfg.model.public_key_file
     if key_file is None:
         return None
@@ -122,7 +130,10 @@ def model_updater(cfg, heartbeat, supervisor, log) -> Optional[ModelUpdater]:
     except (OSError, ValueError) as exc:
         raise SystemExit(f"fed-agent: model.public_key_file {key_file}: {exc}") from None
     url = urlsplit(cfg.coordinator.heartbeat_url)
-    store = ModelStore(cfg.layout.state_dir / "models", public_key)
+    root = models_root(cfg.layout.state_dir)
+    self_test = SelfTest(cfg.layout.data_dir, running or RunningClassifier(root), cfg.model.self_test_margin,
+                         log=log)
+    store = ModelStore(root, public_key, self_test=self_test)
     return ModelUpdater(store, f"{url.scheme}://{url.netloc}", heartbeat.read_token,
                         ssl_context=heartbeat.ssl_context, timeout=cfg.model.download_timeout,
                         busy=supervisor.serving, log=log)

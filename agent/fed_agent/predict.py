@@ -3,7 +3,8 @@
 Same decoding as training and the coordinator's Keras model (fedapp.images: RGB, bilinear to
 the model's input size, float32 0..255); the labels come in output order from the signed
 manifest the running model was installed with. An image that cannot be read is named on
-stderr and the exit status is 1; the others are still classified.
+stderr and the exit status is 1; the others are still classified. The classifying is
+fed_agent.classifier's, the same the daemon runs on every image its inbox files.
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ import argparse
 import json
 import os
 import sys
-from pathlib import Path
-
-import numpy as np
 
 
 def predict_main(argv: list[str]) -> int:
@@ -25,40 +23,35 @@ def predict_main(argv: list[str]) -> int:
     parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
     args = parser.parse_args(argv)
     from fed_common.config import ConfigError
-    from fedapp.images import decode_image
-    from fedapp.tflite import load_interpreter
 
     from .config import load_config
-    from .model_store import MODEL_FILE, ModelStore
+    from .inference import running_classifier
 
     try:
         cfg = load_config(args.config)
     except ConfigError as exc:
         print(f"fed-agent: {exc}", file=sys.stderr)
         return 78
-    store = ModelStore(cfg.layout.state_dir / "models", public_key=None)
-    manifest = store.running()
-    if manifest is None:
-        print(f"fed-agent: no model installed yet under {store.root}", file=sys.stderr)
+    classifier = running_classifier(cfg)
+    try:
+        model = classifier.model()
+    except (OSError, ValueError) as exc:  # ManifestRejected: the file on disk does not load
+        print(f"fed-agent: the running model under {classifier.root} cannot be used: {exc}", file=sys.stderr)
         return 1
-    interpreter = load_interpreter(str(store.root / "current" / MODEL_FILE))
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    if model is None:
+        print(f"fed-agent: no model installed yet under {classifier.root}", file=sys.stderr)
+        return 1
     rows, failed = [], 0
     for image in args.images:
         try:
-            pixels = decode_image(Path(image).read_bytes(), image)
+            prediction = model.classify_file(image)
         except (OSError, ValueError) as exc:
             print(f"{image}: error: {exc}", file=sys.stderr)
             failed += 1
             continue
-        interpreter.set_tensor(inp["index"], pixels[None].astype(np.float32))
-        interpreter.invoke()
-        scores = interpreter.get_tensor(out["index"])[0]
-        best = int(np.argmax(scores))
-        rows.append({"image": image, "label": manifest.labels[best], "score": round(float(scores[best]), 4)})
+        rows.append({"image": image, "label": prediction.label, "score": prediction.confidence})
     if args.json:
-        print(json.dumps({"model_version": manifest.version, "predictions": rows}))
+        print(json.dumps({"model_version": model.version, "predictions": rows}))
     else:
         for row in rows:
             print(f"{row['image']}\t{row['label']}\t{row['score']:.3f}")

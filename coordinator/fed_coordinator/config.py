@@ -9,11 +9,11 @@ misspelled or out-of-range one fails here, at config validation.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
-from fed_common.config import STRICT, ConfigError, LoggingSection, load_model, sample_yaml
+from fed_common.config import NAME_PATTERN, STRICT, ConfigError, LoggingSection, load_model, sample_yaml
 from fedapp.run_config import RunSettings
-from pydantic import BaseModel, Field, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator
 
 __all__ = ["ConfigError", "CoordinatorConfig", "load_config", "default_config_yaml"]
 _STRICT = STRICT
@@ -117,6 +117,15 @@ class RolloutSection(BaseModel):
         None, description="Ed25519 private key (PEM, mode 0600) that signs model manifests; "
         "none: the channel is off and agents keep what they run")
     model_kind: Literal["int8", "float32"] = Field("int8", description="which TFLite file the Pis run")
+    canaries: list[Annotated[str, StringConstraints(pattern=NAME_PATTERN)]] = Field(
+        default_factory=list, description="agents that get each new champion first; empty: canary_fraction "
+        "of the agents reporting, or one agent when that is unset too")
+    canary_fraction: Optional[float] = Field(None, gt=0, le=1, description="share of the reporting agents "
+                                             "(rounded up) that are canaries when canaries is empty")
+    canary_minutes: float = Field(30, ge=0, le=7 * 24 * 60, description="minutes every canary must run the "
+                                  "new model with its self-test passed before the rest of the fleet gets it")
+    canary_timeout_minutes: float = Field(120, gt=0, le=7 * 24 * 60, description="a canary that has not "
+                                          "reported the new model running by then halts the rollout")
 
 
 class CoordinatorConfig(BaseModel):

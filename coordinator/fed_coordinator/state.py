@@ -1,4 +1,4 @@
-"""The coordinator's state in SQLite: campaigns, rounds, agents, models, deployments.
+"""The coordinator's state in SQLite: campaigns, rounds, agents, models, deployments, rollouts.
 
 Why SQLite with WAL and synchronous=FULL: one writer process, readers from API threads, and
 a power cut must leave the last committed transaction intact. The schema is versioned with
@@ -49,6 +49,14 @@ MIGRATIONS = [
     """
     ALTER TABLE rounds ADD COLUMN failures TEXT NOT NULL DEFAULT '[]';
     """,
+    # 3: the staged rollout of each champion to the Pis, and versions pinned per agent
+    """
+    CREATE TABLE rollouts (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, version INTEGER NOT NULL, previous INTEGER,
+        stage TEXT NOT NULL, canaries TEXT NOT NULL DEFAULT '[]', reason TEXT NOT NULL DEFAULT '',
+        started_at REAL NOT NULL, canary_ok_since REAL, finished_at REAL);
+    CREATE TABLE pins (agent TEXT PRIMARY KEY, version INTEGER NOT NULL, created_at REAL NOT NULL);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -88,6 +96,14 @@ class State:
     def _all(self, sql: str, args: tuple = ()) -> list[dict]:
         with self._lock:
             return [dict(r) for r in self._db.execute(sql, args).fetchall()]
+
+    # The tables of a concern that keeps its own queries (models.rollout) go through these two.
+    def execute(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        """One statement in its own transaction."""
+        return self._tx(sql, args)
+
+    def query(self, sql: str, args: tuple = ()) -> list[dict]:
+        return self._all(sql, args)
 
     def migrate(self) -> None:
         with self._lock:

@@ -24,6 +24,7 @@ class AgentRow:
     heartbeat_age_seconds: Optional[float]
     address: Optional[str]
     heartbeat: Optional[Heartbeat]
+    last_heartbeat: Optional[float] = None  # when it was received (time.time())
 
     @property
     def supernode_state(self) -> Optional[str]:
@@ -81,5 +82,5 @@ def fleet_view(state: State, online_after: float, now: float | None = None) -> l
         age = None if seen is None else round(now - seen, 1)
         rows.append(AgentRow(name=agent["name"], online=age is not None and age <= online_after,
                              heartbeat_age_seconds=age, address=agent["address"],
-                             heartbeat=Heartbeat.from_stored(agent["last_payload"])))
+                             heartbeat=Heartbeat.from_stored(agent["last_payload"]), last_heartbeat=seen))
     return rows

@@ -20,6 +20,7 @@ from fed_coordinator.fedctl.models import cmd_models
 from fed_coordinator.fedctl.node_register import cmd_node_register
 from fed_coordinator.fedctl.predict import cmd_predict
 from fed_coordinator.fedctl.queue import ask_service
+from fed_coordinator.fedctl.rollout import cmd_rollout
 from fed_coordinator.fedctl.status import cmd_status
 
 DEFAULT_CONFIG = os.environ.get("FED_COORDINATOR_CONFIG", "/etc/fed-coordinator/coordinator.yaml")
@@ -46,7 +47,17 @@ def main(argv: list[str] | None = None) -> int:
         s = sub.add_parser(name, help=text)
         s.add_argument("version", type=int)
         s.set_defaults(func=lambda a, n=name: ask_service(a, n, str(a.version)))
-    sub.add_parser("rollback", help="previous champion back").set_defaults(func=lambda a: ask_service(a, "rollback"))
+    sub.add_parser("rollback", help="previous champion back (on every Pi at once)").set_defaults(func=lambda a: ask_service(a, "rollback"))
+    s = sub.add_parser("rollout", help="the champion's rollout to the Pis: desired vs running per agent")
+    s.add_argument("action", nargs="?", choices=["pause", "resume"], help="freeze or release the rollout")
+    s.set_defaults(func=lambda a: ask_service(a, f"rollout-{a.action}") if a.action else cmd_rollout(a))
+    s = sub.add_parser("pin", help="make AGENT run VERSION whatever the rollout says")
+    s.add_argument("agent")
+    s.add_argument("version", type=int)
+    s.set_defaults(func=lambda a: ask_service(a, "pin", f"{a.agent} {a.version}"))
+    s = sub.add_parser("unpin", help="AGENT follows the rollout again")
+    s.add_argument("agent")
+    s.set_defaults(func=lambda a: ask_service(a, "unpin", a.agent))
     s = sub.add_parser("agent-add", help="register an agent and issue its heartbeat token")
     s.add_argument("name")
     s.add_argument("--token-file", help="write the token here (mode 0600) instead of printing it")

@@ -33,6 +33,7 @@ from fed_coordinator.service.commands import CommandHandler
 from fed_coordinator.state import State
 from fed_coordinator.models.channel import ModelChannel
 from fed_coordinator.models.manifest import SigningKeyError
+from fed_coordinator.models.rollout_engine import RolloutEngine
 
 class Coordinator:
     def __init__(self, cfg, log) -> None:
@@ -57,7 +58,8 @@ class Coordinator:
         runner = CampaignRunner(root, self.cli, self.registry, log, app_dir=Path(app_dir))
         self.campaigns = CampaignWorker(runner, self.state, self.policy, cfg.campaign,
                                         superlink_restarts=lambda: self.link_restarts, log=log)
-        self.commands = CommandHandler(self.state, self.policy, self.campaigns, log)
+        self.rollout = RolloutEngine(self.state, cfg.rollout, cfg.api.online_after_seconds, log)
+        self.commands = CommandHandler(self.state, self.policy, self.campaigns, log, rollout=self.rollout)
         self.channel = self._model_channel()
         self.stop = threading.Event()
         self.link_restarts = 0
@@ -112,6 +114,8 @@ class Coordinator:
             self.log.error("superlink_exited", code=self.link.proc.returncode, restarts=self.link_restarts)
             self.link.start()
         self.commands.handle_pending()
+        if self.channel is not None:  # without a signing key no Pi fetches models: nothing to roll out
+            self.rollout.tick()
         running = self.campaigns.running()
         now = datetime.now(timezone.utc)
         decision = self.scheduler.decide(now, self.agents_online() if not running else 0, running)
@@ -132,7 +136,7 @@ class Coordinator:
         if key_file is None:
             return None
         try:
-            return ModelChannel(self.state, self.registry, key_file, self.cfg.rollout.model_kind)
+            return ModelChannel(self.rollout.record, self.registry, key_file, self.cfg.rollout.model_kind)
         except SigningKeyError as exc:
             raise SystemExit(f"fed-coordinator: {exc} (rollout.signing_key_file)") from None
 

@@ -29,8 +29,8 @@ def pytest_configure(config):
 # quick one with several tests: the system test's worker then holds nothing else back.
 LONGEST_FIRST = ["test_system_provision.py", "test_aggregation.py", "test_champion_gate.py",
                  "test_campaign_faults.py", "test_coordinator_service.py", "test_campaign_e2e.py",
-                 "test_demo.py", "test_agent_disk_full.py", "test_agent_inbox_daemon.py",
-                 "test_agent_daemon.py"]
+                 "test_rollout_fleet.py", "test_rollout_waits_for_training.py", "test_demo.py",
+                 "test_agent_disk_full.py", "test_agent_inbox_daemon.py", "test_agent_daemon.py"]
 
 
 def pytest_collection_modifyitems(config, items):
@@ -69,6 +69,21 @@ def tflite_model() -> bytes:
     pooled = tf.keras.layers.GlobalAveragePooling2D()(inputs)
     model = tf.keras.Model(inputs, tf.keras.layers.Dense(2, activation="softmax")(pooled))
     return tf.lite.TFLiteConverter.from_keras_model(model).convert()
+
+
+def flower_app_with_client(dst: Path, module: str) -> Path:
+    """fedapp's Flower App with tests/<module>.py as its ClientApp (shipped in the FAB, so the
+    SuperNodes run it from their own environment)."""
+    import shutil
+
+    text = (REPO / "fedapp" / "pyproject.toml").read_text()
+    text = text.replace('name = "fedapp"', f'name = "fedapp-{module.replace("_", "-")}"')
+    text = text.replace('clientapp = "fedapp.client_app:app"', f'clientapp = "{module}:app"')
+    assert f"{module}:app" in text
+    dst.mkdir(parents=True)
+    (dst / "pyproject.toml").write_text(text)
+    shutil.copy(REPO / "tests" / f"{module}.py", dst / f"{module}.py")
+    return dst
 
 
 def copy_small_dataset(dst: Path, per_label: int = 20) -> Path:

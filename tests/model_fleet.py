@@ -3,7 +3,8 @@
 Why no Flower training here: the models are registered straight into the coordinator's
 registry (the tiny real TFLite classifier of conftest's `tflite_model`) and made champion in
 its state, as the champion gate would; what is under test is the channel and the rollout
-between the processes. Agents point at a SuperLink port nobody listens on.
+between the processes. Agents point at a SuperLink port nobody listens on, unless
+`connect_superlink` (then campaigns run for real, on the photos under `data_dir`).
 """
 
 from __future__ import annotations
@@ -45,11 +46,13 @@ def register(registry: ModelRegistry, data: bytes) -> int:
 class ModelFleet:
     """The coordinator (restartable with another signing key) and one agent per name."""
 
-    def __init__(self, tmp_path: Path, agents: list[str], **rollout) -> None:
-        self.tmp = tmp_path
+    def __init__(self, tmp_path: Path, agents: list[str], data_dir: Path | None = None,
+                 connect_superlink: bool = False, campaign: dict | None = None, **rollout) -> None:
+        self.tmp, self.data_dir, self.connect_superlink = tmp_path, data_dir or tmp_path, connect_superlink
+        self.campaign, self.rollout = campaign or {}, rollout
         self.private, self.public = signing_key_pair(tmp_path)
         self.api_port, self.superlink_port = free_port(), free_port()
-        self.cfg = self.coordinator_config(self.private, **rollout)
+        self.cfg = self.coordinator_config(self.private)
         self.coordinator = CoordinatorProcess(self.cfg, tmp_path / "coordinator.log")
         self.coordinator.wait_ready()
         self.state = State(tmp_path / "state" / "coordinator.db")
@@ -59,16 +62,19 @@ class ModelFleet:
         for name in agents:
             self.add_agent(name)
 
-    def coordinator_config(self, signing_key: Path, **rollout) -> Path:
-        return write_coordinator_config(self.tmp / "coordinator.yaml", self.tmp / "state", self.tmp, WEIGHTS,
+    def coordinator_config(self, signing_key: Path) -> Path:
+        overrides = {f"rollout__{key}": value for key, value in self.rollout.items()}
+        overrides.update({f"campaign__{key}": value for key, value in self.campaign.items()})
+        return write_coordinator_config(self.tmp / "coordinator.yaml", self.tmp / "state", self.data_dir, WEIGHTS,
                                         self.superlink_port, self.api_port, rollout__signing_key_file=str(signing_key),
-                                        **{f"rollout__{key}": value for key, value in rollout.items()})
+                                        **overrides)
 
     def add_agent(self, name: str) -> None:
         folder = self.tmp / name
         folder.mkdir()
         assert fedctl(self.cfg, "agent-add", name, "--token-file", str(folder / "token")).returncode == 0
-        cfg = write_config(folder / "agent.yaml", folder / "state", f"127.0.0.1:{free_port()}",
+        superlink = self.superlink_port if self.connect_superlink else free_port()
+        cfg = write_config(folder / "agent.yaml", folder / "state", f"127.0.0.1:{superlink}",
                            f"http://127.0.0.1:{self.api_port}/api/v1/heartbeat", folder / "token", free_port(),
                            agent__name=name, heartbeat__interval=HEARTBEAT_SECONDS,
                            model__public_key_file=str(self.public))

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from flwr.app import Array, ArrayRecord, MetricRecord, RecordDict
 
-from conftest import REPO, WEIGHTS, copy_small_dataset, needs_agent_venv, needs_shared
+from conftest import WEIGHTS, copy_small_dataset, flower_app_with_client, needs_agent_venv, needs_shared
 from fedapp.aggregation import Aggregation, ReplyRejected, aggregate, array_specs, check_reply
 from fedapp.head import head_record, init_head
 
@@ -78,18 +78,6 @@ def test_robust_aggregation_ignores_one_outlier_of_three(method):
 
 # --- through real Flower -------------------------------------------------------------------
 
-def faulty_app(dst: Path) -> Path:
-    """fedapp's Flower App with tests/faulty_client.py as its ClientApp."""
-    text = (REPO / "fedapp" / "pyproject.toml").read_text()
-    text = text.replace('name = "fedapp"', 'name = "fedapp-faults"')
-    text = text.replace('clientapp = "fedapp.client_app:app"', 'clientapp = "faulty_client:app"')
-    assert "faulty_client:app" in text
-    dst.mkdir(parents=True)
-    (dst / "pyproject.toml").write_text(text)
-    shutil.copy(REPO / "tests" / "faulty_client.py", dst / "faulty_client.py")
-    return dst
-
-
 @pytest.fixture(scope="module")
 def poisoned_fleet(tmp_path_factory):
     """pi-1 and pi-2 honest, evil-3 (a copy of pi-1's photos) running the faulty ClientApp."""
@@ -100,7 +88,7 @@ def poisoned_fleet(tmp_path_factory):
     shutil.copytree(data / "dataset_client1", data / "dataset_client3")
     nodes = [("pi-1", data / "dataset_client1"), ("pi-2", data / "dataset_client2"),
              ("evil-3", data / "dataset_client3")]
-    with local_fleet(data, root / "state", nodes=nodes, app_dir=faulty_app(root / "app")) as fleet:
+    with local_fleet(data, root / "state", nodes=nodes, app_dir=flower_app_with_client(root / "app", "faulty_client")) as fleet:
         yield fleet, data
 
 

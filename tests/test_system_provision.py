@@ -157,14 +157,27 @@ def _operate(hosts: dict, tmp_path: Path, phases: Phases) -> None:
     models = fleet.fedctl(coord, "models")["models"]
     assert any(m["campaign"] == cid for m in models), models
 
-    with phases("champion on the Pis"):
+    with phases("champion on the Pis, canary first"):
         champion = fleet.fedctl(coord, "models")["champion"]
         running = fleet.wait_until(lambda: fleet.pis_running(coord, PIS, champion), 240,
                                    f"both Pis to run the champion v{champion}")
         for pi in (pi1, pi2):  # the file the Pi runs is the registered int8 model, byte for byte
             sha = pi.ssh("sha256sum /var/lib/fed-agent/models/current/model.tflite").stdout.split()[0]
             assert sha == running[pi.name]["sha256"], (pi.name, sha, running[pi.name])
-    print(f"[system] running models: {json.dumps(running)}")
+            # self-tested on the Pi's own test photos (the inbox keeps a share of them aside)
+            assert running[pi.name]["self_test_images"] > 0, running[pi.name]
+            assert running[pi.name]["self_test_accuracy"] >= 0.6, running[pi.name]
+        rollout = fleet.fedctl(coord, "rollout")["rollout"]
+        assert rollout["version"] == champion and rollout["stage"] == "complete", rollout
+        assert rollout["canaries"] == ["pi1"], rollout  # one canary by default, the first by name
+        switched = {pi.name: fleet.event_time(next(e for e in fleet.agent_events(pi, "model_switched")
+                                                   if e.get("version") == champion)) for pi in (pi1, pi2)}
+        # pi1 switched, then ran it for the canary window; only then did pi2 get it.
+        assert switched["pi1"] <= rollout["canary_ok_since"], (switched, rollout)
+        assert rollout["finished_at"] - rollout["canary_ok_since"] >= ansible_run.CANARY_SECONDS - 1, rollout
+        assert switched["pi2"] >= rollout["finished_at"], (switched, rollout)
+    print(f"[system] running models: {json.dumps(running)}; rollout {json.dumps(rollout)}; "
+          f"switched at {json.dumps(switched)}")
 
     with phases("playbook, second run"):
         proc, recap, _ = ansible_run.run_playbook(inventory, extra, ARTIFACTS, "playbook-2.log")

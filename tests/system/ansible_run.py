@@ -34,6 +34,9 @@ def write_inventory(path: Path, hosts: dict, key: Path) -> Path:
     return path
 
 
+CANARY_SECONDS = 25
+
+
 def write_vars(path: Path, pki_dir: Path, coordinator_ip: str) -> Path:
     """Extra vars: install from the bind-mounted wheelhouse, a short campaign on the shared photos."""
     path.write_text(
@@ -45,6 +48,8 @@ def write_vars(path: Path, pki_dir: Path, coordinator_ip: str) -> Path:
         "fed_server_data_src: /srv/shared/datasets/dataset_server\n"
         # heartbeats every 15 s: the phases that wait for one (a new champion) wait less
         "fed_agent_heartbeat_interval: 15\n"
+        # the canary Pi runs each champion for 25 s before the other one gets it
+        f"fed_coordinator_config_overrides: {{rollout: {{canary_minutes: {CANARY_SECONDS / 60:.4f}}}}}\n"
         # a round waits at most 90 s for a Pi that went silent (the network-cut phase)
         "fed_campaign_settings: {rounds: 2, local_epochs: 2, min_nodes: 2, round_timeout_seconds: 90,"
         " node_wait_seconds: 60}\n")

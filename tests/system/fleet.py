@@ -11,6 +11,7 @@ import json
 import re
 import shlex
 import time
+from datetime import datetime
 
 FEDCTL = "/opt/fed-coordinator/venv/bin/fedctl"
 AGENT_STATE = "/var/lib/fed-agent"
@@ -123,6 +124,24 @@ def daemon_log_lines(host, unit: str, command_suffix: str = " run") -> tuple[lis
         else:
             skipped += 1
     return lines, skipped
+
+
+def agent_events(pi, event: str) -> list[dict]:
+    """The fed-agent's log events named `event` (from the journal), oldest first."""
+    events = []
+    for line in daemon_log_lines(pi, "fed-agent")[0]:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and entry.get("event") == event:
+            events.append(entry)
+    return events
+
+
+def event_time(entry: dict) -> float:
+    """A log event's ISO timestamp (structlog, UTC) as seconds since the epoch."""
+    return datetime.fromisoformat(entry["timestamp"].replace("Z", "+00:00")).timestamp()
 
 
 def non_json_lines(lines: list[str]) -> list[str]:

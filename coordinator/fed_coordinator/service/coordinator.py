@@ -106,7 +106,17 @@ class Coordinator:
         nxt = self.scheduler.next_fire_time(datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
         online = sum(1 for agent in fleet_view(self.state, self.cfg.api.online_after_seconds) if agent.online)
         return (f"{'campaign ' + running['id'] if running else 'idle'}; {online} agent(s) reporting; "
-                f"champion {'v' + str(champ) if champ else 'none'}; next campaign {nxt}")
+                f"champion {'v' + str(champ) if champ else 'none'}{self._rollout_status()}; next campaign {nxt}")
+
+    def _rollout_status(self) -> str:
+        """`, rollout v3 canary (pi-cam-01)`, `, rollout v3 halted`, `PAUSED`: for systemctl status."""
+        rollout = self.rollout.record.current() if self.channel is not None else None
+        if rollout is None:
+            return ""
+        text = f", rollout v{rollout.version} {rollout.stage.value}"
+        if rollout.stage.value == "canary":
+            text += f" ({', '.join(rollout.canaries)})"
+        return text + (" PAUSED" if self.rollout.record.paused() else "")
 
     def tick(self) -> None:
         if self.link.proc is not None and self.link.proc.poll() is not None:

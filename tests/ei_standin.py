@@ -10,6 +10,13 @@ Fault knobs, settable while it runs:
 - `hang(path_regex, seconds, times=None)`: hold matching requests that long before answering.
 - `build_fails = True`: build jobs finish with finishedSuccessful false; `/deployment/download`
   then still serves the newest OLDER successful artifact, as the real service does.
+  `build_fails_for = {"runner-linux-aarch64"}`: the same, for those targets only.
+- `offered_targets`: the project's deployment targets (`GET .../deployment/targets/data-sources`,
+  what `ei.model.list_deployment_targets()` reads); building another one is refused (HTTP 400).
+  Default: all of TARGETS.
+- `eim_body = b"..."`: what a runner (`.eim`) build produces instead of eim_artifact(...).
+- `cut_next(path_regex, times=1)`: the next matching answers announce their full Content-Length,
+  send half the body and close the connection (a download that dies midway).
 Records: `counts` ("METHOD /path" -> n), `count(regex, method=None)`, `last_upload` (bytes of
 the last uploaded model), `uploads`, `saved` (last pretrained-model/save body), `builds`.
 
@@ -104,6 +111,9 @@ class EIStandIn:
         self.output_classes = output_classes  # second dimension of the model's output
         self.job_polls = job_polls  # status polls before a job reports finished
         self.build_fails = False
+        self.build_fails_for: set[str] = set()
+        self.offered_targets: list[str] = list(TARGETS)
+        self.eim_body: bytes | None = None
         self.counts: Counter[str] = Counter()
         self.uploads: list[dict] = []
         self.last_upload: bytes | None = None
@@ -113,6 +123,7 @@ class EIStandIn:
         self._stop = threading.Event()
         self._faults: list[dict] = []
         self._hangs: list[dict] = []
+        self._cuts: list[dict] = []
         self._jobs: dict[int, dict] = {}
         self._next_job = 100
         self._next_version = 2
@@ -163,12 +174,22 @@ class EIStandIn:
         with self._lock:
             self._hangs.append({"re": re.compile(path_regex), "seconds": seconds, "times": times})
 
+    def cut_next(self, path_regex: str, times: int = 1) -> None:
+        with self._lock:
+            self._cuts.append({"re": re.compile(path_regex), "times": times})
+
     def count(self, path_regex: str, method: str | None = None) -> int:
         rx = re.compile(path_regex)
         with self._lock:
             return sum(n for key, n in self.counts.items()
                        if (method is None or key.split(" ", 1)[0] == method)
                        and rx.search(key.split(" ", 1)[1]))
+
+    @property
+    def next_version(self) -> int:
+        """The deploymentVersion the next build will get."""
+        with self._lock:
+            return self._next_version
 
     @property
     def total_requests(self) -> int:
@@ -212,7 +233,8 @@ class EIStandIn:
                 return self._json(h, 404, {"success": False, "error": "Not found"})
             status, payload, headers = self._route(method, path[len("/v1"):], query, body, h)
             if isinstance(payload, bytes):
-                return self._raw(h, status, payload, headers)
+                cut = self._take(self._cuts, method, path) is not None
+                return self._raw(h, status, payload, headers, cut=cut)
             return self._json(h, status, payload, headers)
         except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeouts)
             h.close_connection = True
@@ -222,13 +244,17 @@ class EIStandIn:
                   "application/json; charset=utf-8")
 
     def _raw(self, h: _Handler, status: int, data: bytes, headers: dict | None = None,
-             ctype: str = "application/octet-stream") -> None:
+             ctype: str = "application/octet-stream", cut: bool = False) -> None:
         h.send_response(status)
         h.send_header("Content-Type", ctype)
         h.send_header("Content-Length", str(len(data)))
         for k, v in (headers or {}).items():
             h.send_header(k, v)
         h.end_headers()
+        if cut:  # half the announced body, then the connection is closed
+            h.wfile.write(data[:len(data) // 2])
+            h.close_connection = True
+            return
         h.wfile.write(data)
 
     # -- the API ---------------------------------------------------------------------------
@@ -255,7 +281,7 @@ class EIStandIn:
             self.saved = json.loads(body or b"{}")
             return 200, ok, None
         if method == "GET" and rest in ("/deployment/targets/data-sources", "/deployment/targets"):
-            return 200, {"success": True, "targets": [_target(t) for t in TARGETS]}, None
+            return 200, {"success": True, "targets": [_target(t) for t in self.offered_targets]}, None
         if method == "POST" and rest == "/jobs/build-ondevice-model":
             return self._build(query.get("type", ""), json.loads(body or b"{}"))
         jm = re.fullmatch(r"/jobs/(\d+)/(status|stdout|cancel)", rest)
@@ -375,16 +401,18 @@ class EIStandIn:
             return self._next_job
 
     def _build(self, target: str, req: dict):
-        if target not in TARGETS:
+        if target not in self.offered_targets:
             return 400, {"success": False, "error": f"Unknown deployment type {target!r}"}, None
         if self.saved is None or not self.uploads:
             return 200, {"success": False, "error": "No pretrained model configured"}, None
         with self._lock:
             version = self._next_version
             self._next_version += 1
-            ok = not self.build_fails
+            ok = not self.build_fails and target not in self.build_fails_for
             sha = hashlib.sha256(self.uploads[-1]["bytes"]).hexdigest()
             name, data = artifact_for(version, target, sha)
+            if target.startswith("runner-") and self.eim_body is not None:
+                data = self.eim_body
             self._history.setdefault(version, {})[target] = {"ok": ok, "name": name, "data": data}
         job = self._new_job(f"build-{target}", ok=ok, version=version)
         self.builds.append({"job": job, "version": version, "target": target, "ok": ok,

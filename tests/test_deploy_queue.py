@@ -1,5 +1,7 @@
-"""The deploy queue: a failed deploy stays pending across a restart and is retried later."""
+"""The deploy queue: a failed deploy stays pending across a restart and is retried later; the
+optional Linux runner (.eim) is recorded in the result and shown by `fedctl deploys`."""
 
+import hashlib
 import json
 import time
 
@@ -10,6 +12,7 @@ from conftest import wait_for
 from ei_standin import EIStandIn
 from fed_coordinator.config import EdgeImpulseSection
 from fed_coordinator.deploy.worker import DeployWorker
+from fed_coordinator.fedctl.main import main as fedctl
 from fed_coordinator.models.registry import ModelRegistry
 from fed_coordinator.state import State
 
@@ -46,7 +49,7 @@ def setup(tmp_path, tiny_model_bytes):
 
 
 def worker(path, reg, cfg):
-    st = State(path / "c.db")
+    st = State(path / "coordinator.db")  # where fedctl --state-dir looks
     st.recover()
     return st, DeployWorker(st, reg, cfg, structlog.get_logger())
 
@@ -87,3 +90,50 @@ def test_bad_key_fails_without_retrying(setup):
     dep = st.deployments()[0]
     assert dep["status"] == "failed" and dep["attempts"] == 1
     assert "rejected the API key" in dep["last_error"] and "not-the-key" not in dep["last_error"]
+
+
+def deploys(path, capsys, *flags):
+    capsys.readouterr()
+    assert fedctl(["--state-dir", str(path), *flags, "deploys"]) == 0
+    return capsys.readouterr().out
+
+
+def test_offered_runner_is_recorded_in_the_result_and_shown_by_fedctl(setup, capsys):
+    path, reg, standin, cfg = setup
+    standin.eim_body = b"\x7fELF" + b"stand-in runner body" * 1000
+    st, w = worker(path, reg, cfg)
+    st.deployment_queued(1)
+    w.process_due()
+    dep = st.deployments()[0]
+    assert dep["status"] == "succeeded", dep["last_error"]
+    eim_file = reg.path(1) / "edge-impulse" / "runner-linux-aarch64.eim"
+    assert eim_file.read_bytes() == standin.eim_body
+    sha = hashlib.sha256(standin.eim_body).hexdigest()
+    record = json.loads(dep["result"])["eim"]
+    assert record == {"target": "runner-linux-aarch64", "status": "stored", "path": str(eim_file),
+                      "bytes": len(standin.eim_body), "sha256": sha, "deployment_version": 3}
+    assert f"runner-linux-aarch64.eim 20.0 kB sha256 {sha[:12]}" in deploys(path, capsys)
+    assert json.loads(deploys(path, capsys, "--json"))["deployments"][0]["eim"] == record
+
+
+@pytest.mark.parametrize("case", ["not offered", "off"])
+def test_no_runner_still_succeeds(case, setup, capsys):
+    path, reg, standin, cfg = setup
+    if case == "not offered":
+        standin.offered_targets = ["zip", "wasm"]
+    else:
+        cfg.eim_target = None
+    st, w = worker(path, reg, cfg)
+    st.deployment_queued(1)
+    w.process_due()
+    dep = st.deployments()[0]
+    assert dep["status"] == "succeeded" and dep["attempts"] == 1, dep["last_error"]
+    assert [b["target"] for b in standin.builds] == ["zip"]
+    assert not (reg.path(1) / "edge-impulse" / "runner-linux-aarch64.eim").exists()
+    record = json.loads(dep["result"])["eim"]
+    if case == "off":
+        assert record is None
+        return
+    assert record == {"target": "runner-linux-aarch64", "status": "not_offered",
+                      "note": "runner-linux-aarch64 not offered by the project"}
+    assert "runner-linux-aarch64 not offered by the project" in deploys(path, capsys)

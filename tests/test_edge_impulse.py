@@ -254,3 +254,101 @@ def test_session_redacts_sdk_logs_and_restores_sdk_globals(standin, model_file, 
             "response body: %s", json.dumps({"developmentKeys": {"apiKey": standin.api_key}}))
     assert '"apiKey": "***"' in caplog.text and standin.api_key not in caplog.text
     assert (ei.API_KEY, ei.API_ENDPOINT) == before
+
+
+# -- the optional Linux runner (.eim) next to the model -----------------------------------------
+EIM = "runner-linux-aarch64"
+EIM_BODY = b"\x7fELF\x02\x01\x01" + bytes(range(256)) * 9000  # > 2 MiB: read in several chunks
+
+
+def temp_files(folder):
+    return [p for p in folder.rglob(".*") if p.name.endswith(".tmp")]
+
+
+def test_offered_runner_is_stored_next_to_model_with_its_size_and_sha256(standin, model_file,
+                                                                         tmp_path, events):
+    standin.eim_body = EIM_BODY
+    out = tmp_path / "v0003"
+    # listed in targets too (as older configs do): still built once, as the optional extra
+    result = make(standin, targets=("zip", EIM), eim_target=EIM).deploy(model_file, LABELS, out)
+
+    eim_file = out / "edge-impulse" / f"{EIM}.eim"
+    assert eim_file.read_bytes() == EIM_BODY
+    assert stat.S_IMODE(eim_file.stat().st_mode) == 0o755
+    assert result.eim == {"target": EIM, "status": "stored", "path": str(eim_file),
+                          "bytes": len(EIM_BODY), "sha256": hashlib.sha256(EIM_BODY).hexdigest(),
+                          "deployment_version": 3}
+    assert [b["target"] for b in standin.builds] == ["zip", EIM]
+    assert standin.count(r"/deployment/history/3/download$") == 1  # that exact build
+    assert result.artifacts == {"zip": str(out / "edge-impulse" / "zip" / "ei-standin-zip-v2.zip")}
+    assert not (out / "edge-impulse" / EIM).exists() and not temp_files(out)
+    assert named(events, "ei_eim_stored")[0]["sha256"] == result.eim["sha256"]
+
+
+def test_project_without_the_runner_records_a_note_and_still_deploys(standin, model_file,
+                                                                     tmp_path, events):
+    standin.offered_targets = ["zip", "wasm"]
+    result = make(standin, eim_target=EIM).deploy(model_file, LABELS, tmp_path)
+
+    assert result.eim == {"target": EIM, "status": "not_offered",
+                          "note": "runner-linux-aarch64 not offered by the project"}
+    assert result.deployment_versions == {"zip": 2}
+    assert (tmp_path / "edge-impulse" / "zip" / "ei-standin-zip-v2.zip").is_file()
+    assert [b["target"] for b in standin.builds] == ["zip"]  # never asked to build it
+    assert not (tmp_path / "edge-impulse" / f"{EIM}.eim").exists()
+    assert named(events, "ei_eim_not_offered")
+
+
+def test_runner_is_off_when_eim_target_is_unset(standin, model_file, tmp_path):
+    result = make(standin, eim_target=None).deploy(model_file, LABELS, tmp_path)
+    assert result.eim is None and [b["target"] for b in standin.builds] == ["zip"]
+
+
+def fail_build(standin):
+    standin.build_fails_for = {EIM}
+
+
+def cut_download(standin):  # every attempt at the runner's download dies halfway
+    standin.cut_next(rf"/deployment/history/{standin.next_version + 1}/download$", times=3)
+
+
+def oversized(standin):
+    standin.eim_body = EIM_BODY + b"\0" * (4 << 20)
+
+
+@pytest.mark.parametrize("failure, note", [(fail_build, "build job"),
+                                           (cut_download, "network error"),
+                                           (oversized, "over the 4194304-byte limit")])
+def test_failed_runner_leaves_no_partial_file_and_deploy_succeeds(failure, note, standin,
+                                                                  model_file, tmp_path, events):
+    standin.eim_body = EIM_BODY
+    good, fresh = tmp_path / "good", tmp_path / "fresh"
+    make(standin, eim_target=EIM).deploy(model_file, LABELS, good)  # an earlier, complete build
+    deployer = make(standin, eim_target=EIM, eim_max_bytes=4 << 20)
+    for out in (good, fresh):
+        failure(standin)
+        result = deployer.deploy(model_file, LABELS, out)
+        assert result.eim["status"] == "failed" and note in result.eim["note"], result.eim
+        assert result.eim["note"].startswith("runner-linux-aarch64 not built: ")
+        assert (out / "edge-impulse" / "zip").is_dir()  # the deploy itself succeeded
+        assert not temp_files(out)
+    assert (good / "edge-impulse" / f"{EIM}.eim").read_bytes() == EIM_BODY  # untouched
+    assert not (fresh / "edge-impulse" / f"{EIM}.eim").exists()
+    assert len(named(events, "ei_eim_failed")) == 2
+
+
+def test_capped_read_stops_a_body_without_content_length_once_over_the_limit():
+    import io
+
+    from urllib3.response import HTTPResponse
+
+    from fed_coordinator.deploy.ei_http import _read_capped
+
+    def response(size):
+        return HTTPResponse(body=io.BytesIO(b"x" * size), headers={}, preload_content=False)
+
+    assert _read_capped(response(3 << 20), 3 << 20, 7) == b"x" * (3 << 20)
+    body = response(3 << 20)
+    with pytest.raises(DeployError, match="deploymentVersion 7 is over the 2097152-byte limit"):
+        _read_capped(body, 2 << 20, 7)
+    assert body.tell() <= (2 << 20) + (1 << 20)  # stopped reading: at most one chunk past it

@@ -101,12 +101,24 @@ class EdgeImpulseSection(BaseModel):
                                description="file holding the API key (mode 0600); absent: no deploys")
     endpoint: Optional[str] = Field(None, description="API endpoint (default: Edge Impulse's)")
     device: str = Field("raspberry-pi-4", description="device to profile for")
-    targets: list[str] = Field(["zip", "runner-linux-aarch64"], min_length=1, description="deploy targets")
+    targets: list[str] = Field(["zip"], min_length=1, description="deploy targets, each required: one "
+                               "the project does not offer fails the deploy (eim_target listed here "
+                               "stays optional)")
+    eim_target: Optional[Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][\w.+-]*$")]] = Field(
+        "runner-linux-aarch64", description="Linux runner also built when the project offers it, kept as "
+        "<registry>/vNNNN/edge-impulse/<target>.eim for a site to choose (the Pis run the TFLite model); "
+        "not offered or failed: a note, the deploy still succeeds; null or empty: off")
+    eim_max_mb: int = Field(512, ge=1, le=8192, description="a larger .eim download is refused (a note)")
     connect_timeout: float = Field(10, gt=0, le=300, description="seconds")
     read_timeout: float = Field(120, gt=0, le=3600, description="seconds")
     job_timeout: float = Field(1800, gt=0, description="seconds a build job may take")
     retry_initial_seconds: float = Field(60, ge=1, description="first retry of a failed deploy")
     retry_max_seconds: float = Field(3600, ge=1, description="longest wait between retries")
+
+    @field_validator("eim_target", mode="before")
+    @classmethod
+    def _eim_off(cls, value):
+        return None if isinstance(value, str) and not value.strip() else value
 
 
 class RolloutSection(BaseModel):

@@ -6,6 +6,9 @@ job it started is finished AND finishedSuccessful (the SDK does not) and downloa
 deploymentVersion (GET /api/{pid}/deployment/history/{v}/download) instead of the SDK's
 "latest", which after a failed build is an older artifact. Nothing is stored until every target
 built: then each artifact and profile.json is written atomically under out_dir/edge-impulse/.
+With `eim_target` set, that Linux runner is built last when the project offers it and kept as
+out_dir/edge-impulse/<target>.eim; its absence or failure is a note, never a failed deploy
+(eim.py).
 
 Bounds: every request has connect/read timeouts, urllib3's 10x retries are off, each step is
 tried up to `max_attempts` times with exponential backoff for transport faults only (5xx,
@@ -29,12 +32,14 @@ from typing import Callable, Sequence
 
 from fed_common.files import atomic_write
 
+from fed_coordinator.deploy import eim
 from fed_coordinator.deploy.ei_http import DEFAULT_ENDPOINT, DeployError, classify, redact, sdk_session
 
 __all__ = ["DeployError", "DeployResult", "EdgeImpulseDeployer", "read_api_key"]
 
 # The float32 model takes RGB pixels 0..255 (its Rescaling layer is inside): image input.
 INPUT_SCALING = "0..255"
+_TARGET_NAME = re.compile(r"[A-Za-z0-9][\w.+-]*")  # a file name too: <target>.eim
 
 
 @dataclass
@@ -43,6 +48,7 @@ class DeployResult:
     deployment_versions: dict[str, int]
     profile_path: str  # JSON of the profile summary
     profile_summary: dict
+    eim: dict | None = None  # the optional runner: stored (path, bytes, sha256) or a note
 
 
 def read_api_key(path: str | Path) -> str | None:
@@ -87,6 +93,7 @@ class EdgeImpulseDeployer:
                  device: str = "raspberry-pi-4", targets: Sequence[str] = ("zip",),
                  connect_timeout: float = 10, read_timeout: float = 120,
                  job_timeout: float = 1800, max_attempts: int = 3, backoff: float = 2.0,
+                 eim_target: str | None = None, eim_max_bytes: int = 512 << 20,
                  log=None) -> None:
         if not api_key or not api_key.strip():
             raise DeployError("no Edge Impulse API key", False)
@@ -94,16 +101,22 @@ class EdgeImpulseDeployer:
             raise DeployError("targets must be a non-empty list of deployment target names", False)
         if connect_timeout <= 0 or read_timeout <= 0 or job_timeout <= 0 or max_attempts < 1:
             raise DeployError("timeouts must be > 0 and max_attempts >= 1", False)
+        if eim_max_bytes < 1 or (eim_target and not _TARGET_NAME.fullmatch(eim_target)):
+            raise DeployError("eim_target must be a target name and eim_max_bytes >= 1", False)
         self._key = api_key.strip()
         self.endpoint = (endpoint or DEFAULT_ENDPOINT).rstrip("/")
-        self.device, self.targets = device, list(dict.fromkeys(targets))
+        self.eim_target, self.eim_max_bytes = eim_target or None, int(eim_max_bytes)
+        # the runner is optional: listed in targets too, it is still built once, as the extra
+        self.device = device
+        self.targets = [t for t in dict.fromkeys(targets) if t != self.eim_target]
         self.connect_timeout, self.read_timeout = float(connect_timeout), float(read_timeout)
         self.job_timeout, self.max_attempts = float(job_timeout), int(max_attempts)
         self.backoff = float(backoff)
         self.log = log if log is not None else _default_log()
 
     def __repr__(self) -> str:  # never the key
-        return f"EdgeImpulseDeployer(endpoint={self.endpoint!r}, targets={self.targets!r})"
+        return (f"EdgeImpulseDeployer(endpoint={self.endpoint!r}, targets={self.targets!r}, "
+                f"eim_target={self.eim_target!r})")
 
     # -- one deploy ------------------------------------------------------------------------
     def deploy(self, model_path: Path, labels: list[str], out_dir: Path) -> DeployResult:
@@ -114,8 +127,6 @@ class EdgeImpulseDeployer:
             raise DeployError("labels must be a non-empty list of names", False)
         try:
             import edgeimpulse as ei
-            from edgeimpulse.model.input_type import ImageInput
-            from edgeimpulse.model.output_type import Classification
         except ImportError as exc:
             raise DeployError(f"the edgeimpulse SDK is not installed: {exc}", False) from exc
         model = str(model_path)  # the SDK sends a str path as TFLite (a Path fails validation)
@@ -125,7 +136,8 @@ class EdgeImpulseDeployer:
             if unknown:
                 raise DeployError(f"unknown Edge Impulse deploy target(s) {unknown}; valid: "
                                   f"{sorted(valid)}", False)
-            self.log.info("ei_validate", targets=self.targets, endpoint=self.endpoint)
+            self.log.info("ei_validate", targets=self.targets, eim_target=self.eim_target,
+                          endpoint=self.endpoint)
 
             prof = self._step("profile", lambda: ei.model.profile(
                 model=model, device=self.device, timeout_sec=self.job_timeout))
@@ -135,21 +147,45 @@ class EdgeImpulseDeployer:
                           latency_ms=f32.get("timePerInferenceMs"),
                           model_bytes=f32.get("tfliteFileSizeBytes"))
 
-            staged = []
-            for target in self.targets:
-                def build(target=target):
-                    return self._build(s, ei, model, target, Classification(labels=list(labels)),
-                                       ImageInput(scaling_range=INPUT_SCALING))
+            labels = list(labels)
+            staged = [self._fetch(s, ei, model, labels, target) for target in self.targets]
+            eim_staged, eim_note = self._fetch_eim(s, ei, model, labels, valid)
+        result = self._store(out_dir, staged, summary)
+        result.eim = eim.store(out_dir, eim_staged, self._key, self.log) if eim_staged else eim_note
+        return result
 
-                job = self._step("build", build, target=target)
-                self.log.info("ei_build", target=target, version=job.version, job=job.job_id)
-                name, data = self._step("download", lambda job=job: s.download_version(
-                    job.project_id, job.version), target=target)
-                name = _safe_name(name, target)
-                self.log.info("ei_download", target=target, version=job.version, file=name,
-                              bytes=len(data))
-                staged.append((target, name, data, job.version))
-        return self._store(out_dir, staged, summary)
+    def _fetch(self, s, ei, model: str, labels: list[str], target: str,
+               max_bytes: int | None = None) -> tuple[str, str, bytes, int]:
+        """Build one target and download that exact deploymentVersion: (target, name, data, v)."""
+        from edgeimpulse.model.input_type import ImageInput
+        from edgeimpulse.model.output_type import Classification
+
+        def build():
+            return self._build(s, ei, model, target, Classification(labels=labels),
+                               ImageInput(scaling_range=INPUT_SCALING))
+
+        job = self._step("build", build, target=target)
+        self.log.info("ei_build", target=target, version=job.version, job=job.job_id)
+        name, data = self._step("download", lambda: s.download_version(
+            job.project_id, job.version, max_bytes=max_bytes), target=target)
+        name = _safe_name(name, target)
+        self.log.info("ei_download", target=target, version=job.version, file=name,
+                      bytes=len(data))
+        return target, name, data, job.version
+
+    def _fetch_eim(self, s, ei, model: str, labels: list[str], valid) -> tuple:
+        """(staged runner, None) if built; (None, note) if off (None), not offered or failed."""
+        target = self.eim_target
+        if target is None:
+            return None, None
+        if target not in valid:
+            self.log.info("ei_eim_not_offered", target=target)
+            return None, eim.not_offered(target)
+        try:
+            return self._fetch(s, ei, model, labels, target, max_bytes=self.eim_max_bytes), None
+        except DeployError as exc:  # the runner is an extra: the deploy goes on without it
+            self.log.warning("ei_eim_failed", target=target, error=str(exc))
+            return None, eim.failed(target, str(exc))
 
     def _build(self, s, ei, model: str, target: str, output_type, input_type):
         """ei.model.deploy, then the build job it started must be finished and successful."""

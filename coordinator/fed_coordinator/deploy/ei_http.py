@@ -204,16 +204,42 @@ class Session:
         info = JobsApi(self.client).get_job_status(project_id=job.project_id, job_id=job.job_id).job
         return bool(info.finished), info.finished_successful is True
 
-    def download_version(self, project_id: int, version: int) -> tuple[str | None, bytes]:
-        """(file name from Content-Disposition or None, bytes) of one exact deploymentVersion."""
+    def download_version(self, project_id: int, version: int,
+                         max_bytes: int | None = None) -> tuple[str | None, bytes]:
+        """(file name from Content-Disposition or None, bytes) of one exact deploymentVersion.
+
+        With max_bytes, a larger answer (by Content-Length, or counted while reading) is
+        refused before it is all in memory. A body cut short raises (urllib3 checks the length)."""
         from edgeimpulse_api import DeploymentApi
 
         r = DeploymentApi(self.client).download_historic_deployment(
             project_id=project_id, deployment_version=version, _preload_content=False)
-        data = r.data
+        try:
+            data = _read_capped(r, max_bytes, version)
+        except BaseException:
+            r.close()  # unread bytes must not go back to the pool with the connection
+            raise
+        finally:
+            r.release_conn()
         found = re.findall(r"filename\*?=([^;]+)", r.headers.get("Content-Disposition") or "")
         name = found[0].strip().replace("utf-8''", "").strip('"') if found else None
         return name, data
+
+
+def _read_capped(r, max_bytes: int | None, version: int) -> bytes:
+    if max_bytes is None:
+        return r.read()
+    limit = f"deploymentVersion {version} is over the {max_bytes}-byte limit"
+    length = r.headers.get("Content-Length")
+    if length and length.isdigit() and int(length) > max_bytes:
+        raise DeployError(f"{limit} (Content-Length {length})", False)
+    chunks, total = [], 0
+    for chunk in r.stream(1 << 20):
+        total += len(chunk)
+        if total > max_bytes:
+            raise DeployError(limit, False)
+        chunks.append(chunk)
+    return b"".join(chunks)
 
 
 @contextmanager

@@ -3,7 +3,9 @@
 Uploads, settings and builds belong to the whole Edge Impulse project, so deploys run one at
 a time on this worker. A deploy lives in SQLite: a failure that may pass (5xx, timeout, a
 failed build) stays pending with a next-attempt time that survives restarts; one that won't
-(bad API key, unknown target) is marked failed with its reason.
+(bad API key, unknown target) is marked failed with its reason. The optional Linux runner
+(`edge_impulse.eim_target`) never decides the outcome: its record, stored (path, bytes,
+sha256) or a note, is the result's `eim` (deploy/eim.py).
 """
 
 from __future__ import annotations
@@ -69,7 +71,8 @@ class DeployWorker(threading.Thread):
             deployer = EdgeImpulseDeployer(
                 key, endpoint=self.cfg.endpoint, device=self.cfg.device, targets=self.cfg.targets,
                 connect_timeout=self.cfg.connect_timeout, read_timeout=self.cfg.read_timeout,
-                job_timeout=self.cfg.job_timeout, log=log)
+                job_timeout=self.cfg.job_timeout, eim_target=self.cfg.eim_target,
+                eim_max_bytes=self.cfg.eim_max_mb << 20, log=log)
             result = deployer.deploy(Path(folder) / "model_float32.tflite", meta["labels"], Path(folder))
         except DeployError as exc:
             if exc.retryable:
@@ -85,5 +88,6 @@ class DeployWorker(threading.Thread):
             self.busy = False
         self.state.deployment_update(dep["id"], status="succeeded", last_error="", result={
             "artifacts": result.artifacts, "deployment_versions": result.deployment_versions,
-            "profile_path": result.profile_path})
-        log.info("deployed", artifacts=result.artifacts, versions=result.deployment_versions)
+            "profile_path": result.profile_path, "eim": result.eim})
+        log.info("deployed", artifacts=result.artifacts, versions=result.deployment_versions,
+                 eim=result.eim)

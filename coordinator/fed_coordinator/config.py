@@ -13,7 +13,7 @@ from typing import Annotated, Literal, Optional
 
 from fed_common.config import NAME_PATTERN, STRICT, ConfigError, LoggingSection, load_model, sample_yaml
 from fedapp.run_config import RunSettings
-from pydantic import BaseModel, Field, StringConstraints, field_validator
+from pydantic import BaseModel, Field, StringConstraints, field_validator, model_validator
 
 __all__ = ["ConfigError", "CoordinatorConfig", "load_config", "default_config_yaml"]
 _STRICT = STRICT
@@ -140,6 +140,36 @@ class RolloutSection(BaseModel):
                                           "reported the new model running by then halts the rollout")
 
 
+class MonitoringSection(BaseModel):
+    """The field summaries the agents report (state schema 4): how long they are kept, the
+    window fedctl fleet, the status page and /metrics total, and when an agent is drifting."""
+
+    model_config = _STRICT
+    field_window_hours: float = Field(24, gt=0, le=24 * 30, description="the field numbers shown per agent "
+                                      "are totals of its running model version over this many hours")
+    chart_days: float = Field(3, gt=0, le=30, description="the status page charts each agent's "
+                              "low-confidence share per hour over this many days")
+    history_days: float = Field(30, gt=0, le=3650, description="field summaries older than this are deleted")
+    history_max_rows_per_agent: int = Field(20000, ge=100, le=10_000_000, description="at most this many "
+                                            "field summaries are kept per agent (the oldest go first)")
+    drift_min_images: int = Field(20, ge=1, description="the recent window is the agent's latest summaries "
+                                  "of its running version totalling at least this many images; the "
+                                  "baseline needs as many, or nothing is flagged")
+    baseline_days: float = Field(7, gt=0, le=3650, description="the baseline is the same version's "
+                                 "summaries received in this many days before the recent window")
+    drift_rise: float = Field(0.2, gt=0, le=1, description="drifting: the recent low-confidence share is at "
+                              "least this much above the baseline share, and drift_factor times it")
+    drift_factor: float = Field(2.0, ge=1, description="drifting: the recent low-confidence share is at least "
+                                "this many times the baseline share, and drift_rise above it")
+
+    @model_validator(mode="after")
+    def _baseline_is_kept(self) -> "MonitoringSection":
+        if self.baseline_days > self.history_days:
+            raise ValueError(f"baseline_days ({self.baseline_days:g}) is longer than history_days "
+                             f"({self.history_days:g}): the baseline would be deleted before it is used")
+        return self
+
+
 class CoordinatorConfig(BaseModel):
     model_config = _STRICT
     service: ServiceSection = Field(default_factory=ServiceSection, description="where state lives")
@@ -150,6 +180,8 @@ class CoordinatorConfig(BaseModel):
     champion: ChampionSection = Field(default_factory=ChampionSection, description="model promotion gate")
     edge_impulse: EdgeImpulseSection = Field(default_factory=EdgeImpulseSection, description="deploys")
     rollout: RolloutSection = Field(default_factory=RolloutSection, description="the champion to the Pis")
+    monitoring: MonitoringSection = Field(default_factory=MonitoringSection,
+                                          description="field summaries per agent and the drift flag")
     logging: LoggingSection = Field(default_factory=LoggingSection, description="structlog JSON")
 
 

@@ -1,4 +1,5 @@
-"""The coordinator's state in SQLite: campaigns, rounds, agents, models, deployments, rollouts.
+"""The coordinator's state in SQLite: campaigns, rounds, agents, models, deployments, rollouts,
+field summaries.
 
 Why SQLite with WAL and synchronous=FULL: one writer process, readers from API threads, and
 a power cut must leave the last committed transaction intact. The schema is versioned with
@@ -16,7 +17,7 @@ import sqlite3
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 MIGRATIONS = [
     """
@@ -57,6 +58,17 @@ MIGRATIONS = [
         started_at REAL NOT NULL, canary_ok_since REAL, finished_at REAL);
     CREATE TABLE pins (agent TEXT PRIMARY KEY, version INTEGER NOT NULL, created_at REAL NOT NULL);
     """,
+    # 4: what each agent's running model saw in the field: one row per heartbeat whose field
+    # summary counted new images (api.field_history writes, reads and prunes it)
+    """
+    CREATE TABLE field_summaries (
+        id INTEGER PRIMARY KEY AUTOINCREMENT, agent TEXT NOT NULL, received_at REAL NOT NULL,
+        model_version INTEGER, images INTEGER NOT NULL, low_confidence_images INTEGER NOT NULL,
+        low_confidence REAL NOT NULL, confidence_sum REAL, labeled INTEGER NOT NULL,
+        correct INTEGER NOT NULL, predicted TEXT NOT NULL DEFAULT '{}');
+    CREATE INDEX field_summaries_agent ON field_summaries(agent, received_at);
+    CREATE INDEX field_summaries_received ON field_summaries(received_at);
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -83,10 +95,15 @@ class State:
 
     # -- plumbing ----------------------------------------------------------------------
     def _tx(self, sql: str, args: tuple = ()) -> sqlite3.Cursor:
+        return self._tx_all([(sql, args)])
+
+    def _tx_all(self, statements: Sequence[tuple[str, tuple]]) -> sqlite3.Cursor:
+        """Every statement or none, in one transaction; returns the last one's cursor."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                cur = self._db.execute(sql, args)
+                for sql, args in statements:
+                    cur = self._db.execute(sql, args)
                 self._db.execute("COMMIT")
                 return cur
             except BaseException:
@@ -203,10 +220,13 @@ class State:
                 return row["name"]
         return None
 
-    def heartbeat(self, name: str, payload_json: str, address: str) -> None:
-        """Store a heartbeat the API has validated (as its JSON text)."""
-        self._tx("UPDATE agents SET last_heartbeat=?, last_payload=?, address=? WHERE name=?",
-                 (time.time(), payload_json, address, name))
+    def heartbeat(self, name: str, payload_json: str, address: str,
+                  also: Sequence[tuple[str, tuple]] = ()) -> None:
+        """Store a heartbeat the API has validated (as its JSON text). `also` commits with it
+        or not at all: the field history's row for the summary it carried, since the agent
+        sends those counts again unless the heartbeat was taken (api.field_history)."""
+        self._tx_all([("UPDATE agents SET last_heartbeat=?, last_payload=?, address=? WHERE name=?",
+                       (time.time(), payload_json, address, name)), *also])
 
     def agents(self) -> list[dict]:
         """Agents with their last heartbeat as stored JSON text (fleet.fleet_view parses it)."""

@@ -10,6 +10,8 @@ name the agent the token belongs to (403 otherwise).
 
 from __future__ import annotations
 
+import time
+
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse
 from fed_common.config import format_validation_error
@@ -17,9 +19,11 @@ from fed_common.heartbeat import Heartbeat
 from pydantic import ValidationError
 
 from fed_coordinator.api.errors import error_response
+from fed_coordinator.api.field_history import record_statements
 from fed_coordinator.api.fleet import fleet_view
+from fed_coordinator.config import MonitoringSection
 from fed_coordinator.state import State
-from fed_coordinator.api.status_page import PAGE_HEADERS, render_status_page
+from fed_coordinator.api.status_page import PAGE_HEADERS, status_page_html
 from fed_coordinator.api.model_routes import add_model_routes
 from fed_coordinator.api.throttle import LogThrottle, client_address
 from fed_coordinator.models.channel import ModelChannel
@@ -73,8 +77,9 @@ def token_authenticator(state: State, log):
 
 
 def create_app(state: State, *, max_body: int, online_after: float, log, metrics_text,
-               channel: ModelChannel | None = None) -> FastAPI:
+               channel: ModelChannel | None = None, monitoring: MonitoringSection | None = None) -> FastAPI:
     app = FastAPI(title="fed-coordinator fleet API", docs_url=None, redoc_url=None)
+    monitoring = monitoring or MonitoringSection()
     authenticate = token_authenticator(state, log)
     if channel is not None:
         add_model_routes(app, channel, authenticate)
@@ -92,7 +97,10 @@ def create_app(state: State, *, max_body: int, online_after: float, log, metrics
             return beat
         if beat.agent != agent:
             return error_response(403, f"token belongs to agent {agent!r}, body says {beat.agent!r}")
-        state.heartbeat(agent, beat.model_dump_json(), request.client.host if request.client else "")
+        # The field summary is a delta the agent sends again unless this is taken: its history
+        # row commits with the heartbeat or not at all (api.field_history).
+        state.heartbeat(agent, beat.model_dump_json(), request.client.host if request.client else "",
+                        also=record_statements(agent, beat.field, time.time(), monitoring))
         # The desired model rides on the reply: agents need no polling to learn of a new one.
         return {"ok": True, "agent": agent, "desired_model": channel.desired(agent) if channel else None}
 
@@ -118,8 +126,6 @@ def create_app(state: State, *, max_body: int, online_after: float, log, metrics
 
     @app.get("/", response_class=HTMLResponse)
     def status_page():
-        page = render_status_page(fleet_view(state, online_after), state.campaigns(10),
-                                  state.models(), state.champion())
-        return HTMLResponse(page, headers=PAGE_HEADERS)
+        return HTMLResponse(status_page_html(state, online_after, monitoring), headers=PAGE_HEADERS)
 
     return app

@@ -4,16 +4,22 @@ Every reader (fleet API, status page, /metrics, fedctl, the service's STATUS= li
 through `fleet_view`, and each row carries the agent's last heartbeat as a
 `fed_common.heartbeat.Heartbeat` (or None), never a dict: the API validated it before it was
 stored, and one stored before the schema existed reads as None instead of raising.
+`field_view` is what the agent's running model saw in the field and whether it is drifting
+(api.field_history); it is read from the history on first use only, since the rollout
+engine reads the rows every second and never needs it.
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
-from typing import Any, Optional
+from dataclasses import dataclass, field
+from functools import cached_property, partial
+from typing import Any, Callable, Optional
 
 from fed_common.heartbeat import Heartbeat
 
+from fed_coordinator.api.field_history import FieldView, field_view
+from fed_coordinator.config import MonitoringSection
 from fed_coordinator.state import State
 
 
@@ -25,6 +31,12 @@ class AgentRow:
     address: Optional[str]
     heartbeat: Optional[Heartbeat]
     last_heartbeat: Optional[float] = None  # when it was received (time.time())
+    field_source: Optional[Callable[[], Optional[FieldView]]] = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def field_view(self) -> Optional[FieldView]:
+        """The running model's field numbers and drift check; None: no field image reported."""
+        return self.field_source() if self.field_source else None
 
     @property
     def supernode_state(self) -> Optional[str]:
@@ -54,6 +66,26 @@ class AgentRow:
         free = "" if beat.disk_free_bytes is None else f", {beat.disk_free_bytes // 1024} KiB free"
         return ("disk full: inbox stopped" if beat.disk_full else (beat.store_error or "")) + free
 
+    @property
+    def drifting(self) -> bool:
+        return self.field_view is not None and self.field_view.drift.drifting
+
+    @property
+    def problems(self) -> list[str]:
+        """What the agent reports wrong, and the drift the coordinator sees in its field numbers."""
+        found = [self.problem] if self.problem else []
+        if self.drifting:
+            found.append(f"DRIFT {self.field_view.drift.reason}")
+        return found
+
+    @property
+    def model_detail(self) -> Optional[str]:
+        """`model` with the self-test the running model passed: `v3 ok, self-test 0.95 (40 img)`."""
+        running = self.heartbeat.running_model if self.heartbeat else None
+        if running is None or running.self_test_accuracy is None:
+            return self.model
+        return f"{self.model}, self-test {running.self_test_accuracy:.2f} ({running.self_test_images} img)"
+
     def to_json(self) -> dict[str, Any]:
         """The API's shape (kept from before the schema, so scripts keep working)."""
         beat = self.heartbeat
@@ -71,16 +103,22 @@ class AgentRow:
             "problem": self.problem,
             "running_model": beat.running_model.model_dump() if beat and beat.running_model else None,
             "cpu_temperature_c": beat.cpu_temperature_c if beat else None,
+            "field": self.field_view.to_json() if self.field_view else None,
         }
 
 
-def fleet_view(state: State, online_after: float, now: float | None = None) -> list[AgentRow]:
+def fleet_view(state: State, online_after: float, now: float | None = None,
+               monitoring: MonitoringSection | None = None) -> list[AgentRow]:
     now = now or time.time()
+    settings = monitoring or MonitoringSection()
     rows = []
     for agent in state.agents():
         seen = agent["last_heartbeat"]
         age = None if seen is None else round(now - seen, 1)
+        beat = Heartbeat.from_stored(agent["last_payload"])
+        running = beat.running_model.version if beat and beat.running_model else None
         rows.append(AgentRow(name=agent["name"], online=age is not None and age <= online_after,
-                             heartbeat_age_seconds=age, address=agent["address"],
-                             heartbeat=Heartbeat.from_stored(agent["last_payload"]), last_heartbeat=seen))
+                             heartbeat_age_seconds=age, address=agent["address"], heartbeat=beat,
+                             last_heartbeat=seen,
+                             field_source=partial(field_view, state, agent["name"], running, now, settings)))
     return rows

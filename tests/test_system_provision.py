@@ -179,6 +179,10 @@ def _operate(hosts: dict, tmp_path: Path, phases: Phases) -> None:
     print(f"[system] running models: {json.dumps(running)}; rollout {json.dumps(rollout)}; "
           f"switched at {json.dumps(switched)}")
 
+    with phases("a photo predicted on the Pi"):
+        predicted, table = fleet.photo_predicted_and_counted(coord, pi2, champion)
+    print(f"[system] prediction on pi2: {json.dumps(predicted)}\n{table}")
+
     with phases("playbook, second run"):
         proc, recap, _ = ansible_run.run_playbook(inventory, extra, ARTIFACTS, "playbook-2.log")
     assert proc.returncode == 0, ansible_run.failure_excerpt(proc)

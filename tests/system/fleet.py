@@ -239,3 +239,31 @@ def security_exposure(host, unit: str) -> float:
     assert match, out[-2000:]
     return float(match.group(1))
 
+
+def photo_predicted_and_counted(coord, pi, version: int) -> tuple[dict, str]:
+    """A photo dropped into the Pi's inbox is classified by the running model, written to
+    predictions.jsonl and logged, and counted in the next heartbeat's field summary, which
+    `fedctl fleet` shows."""
+    def field_images() -> int:
+        row = next(a for a in fedctl(coord, "fleet")["agents"] if a["name"] == pi.name)
+        return (row.get("field") or {}).get("images", 0)
+
+    before = field_images()
+    folder = "/srv/shared/datasets/dataset_server/test/hardhat"
+    photo = f"{folder}/{pi.ssh(f'ls {folder} | head -1').stdout.strip()}"
+    sha = pi.ssh(f"sha256sum {photo}").stdout.split()[0]
+    pi.ssh(f"install -o fed-agent -g fed-agent -m 0640 {photo} {AGENT_STATE}/inbox/hardhat/field-check.jpg")
+
+    def prediction() -> dict | None:
+        lines = pi.ssh(f"cat {AGENT_STATE}/predictions.jsonl", check=False).stdout.splitlines()
+        return next((row for row in map(json.loads, lines) if row["sha256"] == sha), None)
+
+    predicted = wait_until(prediction, 120, f"the photo in {pi.name}'s predictions.jsonl")
+    assert predicted["model_version"] == version and predicted["human_label"] == "hardhat", predicted
+    assert [e for e in agent_events(pi, "image_predicted") if e.get("sha256") == sha]
+    counted = wait_until(lambda: (n := field_images()) >= before + 1 and n, 90,
+                         f"the photo counted in {pi.name}'s field summary")
+    table = coord.ssh(f"{FEDCTL} fleet").stdout
+    row = next(line for line in table.splitlines() if line.startswith(pi.name))
+    assert f" {counted} img, " in row, table
+    return predicted, table

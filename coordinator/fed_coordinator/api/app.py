@@ -106,7 +106,7 @@ def create_app(state: State, *, max_body: int, online_after: float, log, metrics
 
     @app.get("/api/v1/fleet")
     def fleet():
-        return {"agents": [row.to_json() for row in fleet_view(state, online_after)]}
+        return {"agents": [row.to_json() for row in fleet_view(state, online_after, monitoring=monitoring)]}
 
     @app.get("/api/v1/campaigns")
     def campaigns(limit: int = 50):

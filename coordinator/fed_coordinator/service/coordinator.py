@@ -161,8 +161,9 @@ class Coordinator:
         self.link.start()
         app = create_app(self.state, max_body=self.cfg.api.max_body_bytes,
                          online_after=self.cfg.api.online_after_seconds, log=self.log,
-                         metrics_text=lambda: metrics_text(self.state, self.cfg.api.online_after_seconds),
-                         channel=self.channel)
+                         metrics_text=lambda: metrics_text(self.state, self.cfg.api.online_after_seconds,
+                                                           self.cfg.monitoring),
+                         channel=self.channel, monitoring=self.cfg.monitoring)
         server = uvicorn.Server(uvicorn.Config(app, host=self.cfg.api.host, port=self.cfg.api.port,
                                                log_config=None, access_log=False))
         api_thread = threading.Thread(target=server.run, name="api", daemon=True)

@@ -123,6 +123,18 @@ def test_canaries_by_name_or_fraction(tmp_path):
     assert by_fraction.record.current().canaries == ("pi-a", "pi-b")  # ceil(0.5 x 3)
 
 
+def test_resume_says_a_halted_version_stays_halted(tmp_path):
+    state, engine = fleet_state(tmp_path)
+    handler = CommandHandler(state, None, campaigns=None, log=structlog.get_logger(), rollout=engine)
+    champion(state, 1)
+    engine.tick()
+    beat(state, "pi-a", None, "failed", desired=1, reason="manifest signature does not verify")
+    engine.tick()
+    assert handler.answer("rollout-resume", None) == (
+        "rollout resumed; v1 stays halted (canary pi-a failed v1: manifest signature does not verify): "
+        "promote a fixed version to roll out again")
+
+
 def test_pause_pin_unpin_and_rollback_through_the_command_queue(tmp_path):
     state, engine = fleet_state(tmp_path)
     policy = SimpleNamespace(registry=SimpleNamespace(versions=lambda: [1, 2]))

@@ -55,8 +55,14 @@ class CommandHandler:
         record = self.rollout.record
         if kind in ("rollout-pause", "rollout-resume"):
             record.set_paused(kind == "rollout-pause")
-            return "rollout paused: no new version goes out until `fedctl rollout resume`" \
-                if kind == "rollout-pause" else "rollout resumed"
+            if kind == "rollout-pause":
+                return "rollout paused: no new version goes out until `fedctl rollout resume`"
+            current = record.current()
+            if current is not None and current.stage.value == "halted":
+                # The canary keeps its refusal of that version: only another version can go out.
+                return (f"rollout resumed; v{current.version} stays halted ({current.reason}): "
+                        "promote a fixed version to roll out again")
+            return "rollout resumed"
         agent, _, version = (arg or "").partition(" ")
         if agent not in {row["name"] for row in self.state.agents()}:
             raise PolicyError(f"no registered agent {agent!r}")

@@ -103,6 +103,7 @@ def write_config(path: Path, state_dir: Path, superlink: str, heartbeat_url: str
         "labels": ["head", "hardhat"],
         "model": {},
         "inference": {},
+        "labeling": {},
         "logging": {"level": "info"},
     }
     apply_overrides(cfg, overrides)

@@ -86,6 +86,12 @@ def test_every_key_is_in_the_sample_with_a_comment():
     (lambda c: c["coordinator"].update(heartbeat_url="coordinator/api"), "At 'coordinator.heartbeat_url': must be"),
     (lambda c: c.update(heartbeat=5), "At 'heartbeat': must be a mapping of keys (got 5)"),
     (lambda c: c["supernode"].update(port=80), "At 'supernode.port': must be at least 1024 (got 80)"),
+    (lambda c: c.update(labels=["head", "unlabeled"]), "At 'labels': must not include 'unlabeled'"),
+    (lambda c: c["labeling"].update(pseudo_threshold=0), "At 'labeling.pseudo_threshold': must be greater than 0"),
+    (lambda c: c["labeling"].update(pseudo_threshold=1.5), "At 'labeling.pseudo_threshold': must be at most 1"),
+    (lambda c: c["labeling"].update(max_pseudo_ratio=-1), "At 'labeling.max_pseudo_ratio': must be at least 0"),
+    (lambda c: c["labeling"].update(enabled="sometimes"), "At 'labeling.enabled': must be true or false"),
+    (lambda c: c["labeling"].update(threshold=0.9), "At 'labeling.threshold': unknown key"),
 ])
 def test_bad_field_names_the_exact_path(tmp_path, mutate, expected):
     lines = errors_for(tmp_path, mutate)

@@ -182,7 +182,8 @@ def test_counts(tmp_path):
     expected = {label: {"train": 0, "test": 0} for label in LABELS}
     for seed, sha in enumerate(shas):
         expected[LABELS[seed % 2]][split_for(sha, 0.5)] += 1
-    assert inbox.counts() == {"labels": expected, "quarantined": 1, "pending": 1}
+    assert inbox.counts() == {"labels": expected, "quarantined": 1, "pending": 1,
+                              "pseudo": 0, "review": 0, "unlabeled": 0}
 
 
 def test_store_entries_are_exactly_the_accepted_files(tmp_path):

@@ -1,4 +1,5 @@
-"""`fed-agent`: run the daemon, check / print its configuration, or `predict` images.
+"""`fed-agent`: run the daemon, check / print its configuration, `predict` images, or `label`
+a stored image.
 
 Exit status 78 (EX_CONFIG) on a bad configuration: the unit's RestartPreventExitStatus=78
 keeps systemd from restarting a daemon that can only fail the same way again.
@@ -6,15 +7,59 @@ keeps systemd from restarting a daemon that can only fail the same way again.
 
 from __future__ import annotations
 
+import argparse
+import os
 import sys
+
+
+def command_parser(command: str, description: str, json_help: str) -> argparse.ArgumentParser:
+    """The parser of `fed-agent [-c FILE] COMMAND ... [--json]`, a command that is not the daemon."""
+    parser = argparse.ArgumentParser(prog=f"fed-agent {command}", description=description)
+    parser.add_argument("-c", "--config", default=os.environ.get("FED_AGENT_CONFIG", "/etc/fed-agent/agent.yaml"))
+    parser.add_argument("command", choices=[command])
+    parser.add_argument("--json", action="store_true", help=json_help)
+    return parser
+
+
+def parse_with_config(parser: argparse.ArgumentParser, argv: list[str]):
+    """(arguments, the agent's config, None), or (arguments, None, 78) having said on stderr
+    what is wrong with the config."""
+    from fed_common.config import ConfigError
+
+    from .config import load_config
+
+    args = parser.parse_args(argv)
+    try:
+        return args, load_config(args.config), None
+    except ConfigError as exc:
+        print(f"fed-agent: {exc}", file=sys.stderr)
+        return args, None, 78
+
+
+def subcommand(args: list[str]) -> str | None:
+    """The first word that is not an option or the config file's name (`-c FILE`)."""
+    skip = False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in ("-c", "--config"):
+            skip = True
+        elif not arg.startswith("-"):
+            return arg
+    return None
 
 
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
-    if "predict" in args:  # `fed-agent [-c FILE] predict IMAGE...`: not the daemon
+    command = subcommand(args)
+    if command == "predict":  # `fed-agent [-c FILE] predict IMAGE...`: not the daemon
         from .predict import predict_main
 
         return predict_main(args)
+    if command == "label":  # `fed-agent [-c FILE] label IMAGE LABEL`
+        from .label_command import label_main
+
+        return label_main(args)
     from fed_common.config import daemon_command_line
     from fed_common.logs import configure
 

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 
 from fed_common.config import (LABEL_PATTERN, NAME_PATTERN, STRICT, ConfigError, LoggingSection, check_host_port,
                                load_model, non_empty_path, sample_yaml, unique_labels)
-from fed_common.store import StoreLayout
+from fed_common.store import UNLABELED, StoreLayout
 from pydantic import BaseModel, Field, StringConstraints, ValidationInfo, field_validator
 
 __all__ = ["AgentConfig", "ConfigError", "load_config", "default_config_yaml"]
@@ -124,7 +124,25 @@ class InferenceSection(BaseModel):
         default_factory=dict, description="Per predicted label, a command to run (site alerts).")
 
 
+class LabelingSection(BaseModel):
+    model_config = STRICT
+    enabled: bool = Field(True, description="Pseudo-label the images of inbox/unlabeled/ the running model is sure "
+                          "of; false: every one goes to the review queue.")
+    pseudo_threshold: float = Field(0.9, gt=0, le=1, description="A prediction this confident (0-1] becomes a "
+                                    "pseudo label; a less confident one goes to the review queue.")
+    max_pseudo_ratio: float = Field(1.0, ge=0, le=100, description="At most this many pseudo labels per human "
+                                    "label of the same class (0-100); beyond it an image goes to review, so one "
+                                    "common class cannot flood the training set.")
+
+
 Label = Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]
+
+
+def not_the_unlabeled_folder(labels: list[str]) -> list[str]:
+    """inbox/unlabeled/ holds images without a label: no class may have that name."""
+    if UNLABELED in labels:
+        raise ValueError(f"must not include {UNLABELED!r} (inbox/{UNLABELED}/ is for images without a label)")
+    return labels
 
 
 class AgentConfig(BaseModel):
@@ -139,11 +157,14 @@ class AgentConfig(BaseModel):
     model: ModelSection = Field(default_factory=ModelSection, description="The model this Pi runs.")
     inference: InferenceSection = Field(default_factory=InferenceSection,
                                         description="What the running model does with new images.")
+    labeling: LabelingSection = Field(default_factory=LabelingSection,
+                                      description="What becomes of images without a label (inbox/unlabeled/).")
     labels: list[Label] = Field(default_factory=lambda: ["head", "hardhat"], min_length=2,
                                 description="Class names (2 or more, unique); one inbox folder each.")
     logging: LoggingSection = Field(default_factory=LoggingSection, description="Log output.")
 
     _unique_labels = field_validator("labels")(unique_labels)
+    _not_unlabeled = field_validator("labels")(not_the_unlabeled_folder)
 
     # The layout is defined once, in fed_common.store, for the daemon and the ClientApp alike.
     @property

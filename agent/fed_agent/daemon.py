@@ -1,7 +1,10 @@
 """The agent's main loop: supervise the SuperNode, ingest the inbox, tell systemd how we are.
 
 Each image the inbox files is handed to the inference worker (inference.py), which
-classifies it with the running model off this loop; the heartbeat carries what it saw.
+classifies it with the running model off this loop; the heartbeat carries what it saw. An
+image without a label is then pseudo-labeled or sent to review (pseudo_labels.py); each scan
+also checks the running version, so a rollback withdraws the newer model's pseudo labels.
+The pseudo-labeler's changes to the store index are written by this loop, once a second.
 
 WATCHDOG=1 is sent from this loop only, and only while the loop's helpers are alive: if the
 loop hangs (or a helper thread died), the pings stop and systemd's WatchdogSec restarts us.
@@ -28,6 +31,8 @@ from .heartbeat import HeartbeatSender
 from .inbox import Inbox
 from .inference import FiledImage, field_inference, running_classifier
 from .model_updater import model_updater
+from .pseudo_labels import PseudoLabeler, labeling_policy
+from .store_writer import IndexBusy
 from .supervisor import SuperNodeSupervisor
 
 LAST_EXIT_MAX = 300  # SupernodeStatus.last_exit's bound
@@ -78,7 +83,8 @@ class Agent:
         self.counts: dict = self.inbox.counts()
         self._lock = threading.Lock()
         self.classifier = running_classifier(cfg, log)  # one running model: inference and self-tests
-        self.inference = field_inference(cfg, self.classifier, log)  # None: inference disabled
+        self.labeler = PseudoLabeler(self.inbox.writer, labeling_policy(cfg.labeling), log)
+        self.inference = field_inference(cfg, self.classifier, log, self.labeler)  # None: inference disabled
         self.heartbeat = HeartbeatSender(cfg.coordinator.heartbeat_url, cfg.heartbeat.token_file,
                                          cfg.heartbeat.interval, cfg.heartbeat.timeout,
                                          self.snapshot, log, ca_file=cfg.coordinator.root_certificates,
@@ -150,6 +156,9 @@ class Agent:
                          + (f" ({model.reason})" if model.reason else ""))
         per_label = " ".join(f"{k} {v['train'] + v['test']}" for k, v in c["labels"].items())
         parts.append(f"images {per_label}, {c['quarantined']} quarantined")
+        without_label = c["pseudo"] + c["review"] + c["unlabeled"]
+        if without_label:
+            parts[-1] += f", {without_label} unlabeled ({c['pseudo']} pseudo, {c['review']} to review)"
         if self.inference is not None:
             parts.append(self._field_status())
         return "; ".join(parts)
@@ -178,15 +187,28 @@ class Agent:
 
     def ingest(self) -> None:
         report = self.inbox.ingest()
-        counts = self.inbox.counts()
-        with self._lock:
-            self.counts = counts
         if self.inference is not None:  # classified off this thread, once safely filed
             for entry in report.filed:
                 self.inference.submit(FiledImage(self.inbox.store.path_of(entry), entry.sha256, entry.label))
+            for entry in self._to_classify_again():
+                self.inference.submit(FiledImage(self.inbox.store.path_of(entry), entry.sha256, None),
+                                      unless_waiting=True)
+        counts = self.inbox.counts()
+        with self._lock:
+            self.counts = counts
         if report.accepted or report.quarantined:
             self.log.info("inbox_ingested", accepted=len(report.accepted),
-                          quarantined=len(report.quarantined))
+                          quarantined=len(report.quarantined), labeled=len(report.labeled))
+
+    def _to_classify_again(self) -> list:
+        """The unlabeled images the running model has not decided on: after a model change or
+        a rollback (whose pseudo labels are withdrawn here), and at start."""
+        manifest = self.classifier.manifest()
+        try:
+            return self.labeler.follow(manifest.version if manifest else None)
+        except (OSError, IndexBusy) as exc:  # tried again at the next scan
+            self.log.warning("pseudo_labels_not_followed", error=str(exc)[:300])
+            return []
 
     def run(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self.stop_requested.set())
@@ -210,6 +232,8 @@ class Agent:
             if time.monotonic() >= next_scan:
                 self.ingest()
                 next_scan = time.monotonic() + self.cfg.inbox.scan_interval
+            if self.inbox.writer.unsaved:
+                self.inbox.flush()  # the pseudo-labeler's changes, one write for a burst
             self.notifier.status(self.status_line())
             if self.healthy():
                 self.notifier.watchdog()
@@ -226,6 +250,7 @@ class Agent:
         self.heartbeat.stop()
         if self.inference is not None:
             self.inference.stop()
+        self.inbox.flush()
         if self.models is not None:
             self.models.stop_event.set()
             self.models.wake.set()

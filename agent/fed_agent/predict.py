@@ -9,29 +9,20 @@ fed_agent.classifier's, the same the daemon runs on every image its inbox files.
 
 from __future__ import annotations
 
-import argparse
 import json
-import os
 import sys
+
+from .cli import command_parser, parse_with_config
 
 
 def predict_main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog="fed-agent predict", description=__doc__.splitlines()[0])
-    parser.add_argument("-c", "--config", default=os.environ.get("FED_AGENT_CONFIG", "/etc/fed-agent/agent.yaml"))
-    parser.add_argument("command", choices=["predict"])
+    parser = command_parser("predict", __doc__.splitlines()[0], "one JSON document instead of lines")
     parser.add_argument("images", nargs="+")
-    parser.add_argument("--json", action="store_true", help="one JSON document instead of lines")
-    args = parser.parse_args(argv)
-    from fed_common.config import ConfigError
-
-    from .config import load_config
+    args, cfg, status = parse_with_config(parser, argv)
+    if cfg is None:
+        return status
     from .inference import running_classifier
 
-    try:
-        cfg = load_config(args.config)
-    except ConfigError as exc:
-        print(f"fed-agent: {exc}", file=sys.stderr)
-        return 78
     classifier = running_classifier(cfg)
     try:
         model = classifier.model()

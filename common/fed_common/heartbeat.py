@@ -47,14 +47,27 @@ class LabelCounts(BaseModel):
 
 
 class ImageCounts(BaseModel):
+    """The agent's stored images: `labels` the human-labeled ones per label and split; the
+    images without a human label (data/unlabeled/) by status; files quarantined and waiting
+    in the inbox. Every count defaults to 0, so a heartbeat of an agent without unlabeled
+    images (or from before they existed) is valid as it is."""
+
     model_config = _STRICT
     labels: Annotated[dict[LabelName, LabelCounts], Field(max_length=64)] = Field(default_factory=dict)
     quarantined: Count = 0
     pending: Count = 0
+    pseudo: Count = 0  # pseudo-labeled by the running model (training data only as pseudo labels)
+    review: Count = 0  # waiting for a person (the model was not sure, or its class is at its cap)
+    unlabeled: Count = 0  # not classified yet (no model runs, or after a rollback)
 
     @property
     def total(self) -> int:
+        """The human-labeled images."""
         return sum(counts.total for counts in self.labels.values())
+
+    @property
+    def without_label(self) -> int:
+        return self.pseudo + self.review + self.unlabeled
 
 
 class Memory(BaseModel):

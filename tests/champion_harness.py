@@ -5,8 +5,9 @@ graph. So a campaign is replayed in-process with the pieces a real one uses: the
 seeded `init_head`, each client's TFLite backbone embeddings (`EmbeddingCache`) and TFLite
 head trainer (`HeadTrainer.fit`, as the ClientApp calls it), FedAvg with
 `fedapp.aggregation.aggregate`, then registration with `build_final_model` into a
-`ModelRegistry` (Keras, TFLite float32 and int8 calibrated on the server test photos, as the
-campaign runner does), and the signed manifest the coordinator serves. Only the Flower
+`ModelRegistry` (Keras, TFLite float32 and int8 quantized with the server test photos, each
+with its temperature scaling fitted on the server folder's calibration part, as the campaign
+runner does), and the signed manifest the coordinator serves. Only the Flower
 transport is left out. Needs the coordinator venv (TensorFlow).
 """
 
@@ -57,7 +58,7 @@ def register_champion(registry_root: Path, head: list[np.ndarray], labels: list[
     calibration = [load_image(f.path) for f in scan_folder(SERVER_TEST, labels).files[:100]]
     registry = ModelRegistry(registry_root)
     version, _ = registry.register(
-        lambda folder: build_final_model(folder, str(WEIGHTS), head, labels, calibration))
+        lambda folder: build_final_model(folder, str(WEIGHTS), head, labels, calibration, SERVER_TEST))
     return registry, version
 
 

@@ -80,6 +80,9 @@ def test_registered_models_agree_with_keras(campaign):
     meta = json.loads((folder / "metadata.json").read_text())
     assert meta["labels"] == LABELS and meta["campaign_id"] == outcome.campaign_id
     assert set(meta["files"]) == {"model.keras", "model_float32.tflite", "model_int8.tflite"}
+    # calibrated at registration on the server folder's calibration part (9 of its 27 photos)
+    assert meta["calibration"]["method"] == "temperature" and meta["calibration"]["split"]["gate_images"] == 18
+    assert all(meta["calibration"][kind]["temperature"] for kind in ("float32", "int8"))
     assert not list(folder.parent.glob(".incoming-*"))
     scan = scan_folder(PHOTOS / "dataset_server" / "test", LABELS)
     from fedapp.images import decode_image

@@ -9,7 +9,9 @@ check against the signed manifest, the labels in the manifest's output order.
 loads the model on first use and again whenever ``current`` points at another version (the
 model updater switched), so no caller holds on to a model that is no longer running. A
 TFLite interpreter is not thread-safe (the inference worker and the updater's self-test use
-the running model at the same time), so each inference holds the model's lock.
+the running model at the same time), so each inference holds the model's lock. A
+manifest's calibration (a temperature) is applied to every answer `classify` gives; `scores`
+stays the file's raw output (what the smoke test checks).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 from fed_common.manifest import ManifestRejected, ModelManifest, SignedManifest
+from fedapp.calibration import calibrated
 from fedapp.images import decode_image
 
 from .model_store import MANIFEST_FILE, MODEL_FILE
@@ -93,10 +96,16 @@ class ModelClassifier:
                                    f"for {len(self.manifest.labels)} labels")
 
     def classify(self, pixels: np.ndarray) -> Prediction:
+        """The model's answer, calibrated with the manifest's temperature when it has one, so
+        every confidence the Pi reports (predictions.jsonl, the field summary, `fed-agent
+        predict`) is the calibrated one; the best label is the same either way."""
         scores = self.scores(pixels)
         labels = self.manifest.labels
         if scores.shape[-1] != len(labels) or not np.isfinite(scores).all():
             raise ValueError(f"model v{self.version} answered {scores.tolist()} for {len(labels)} labels")
+        calibration = self.manifest.calibration
+        if calibration is not None:
+            scores = calibrated(scores, calibration.temperature, calibration.probability_floor)
         best = int(np.argmax(scores))
         return Prediction(label=labels[best], confidence=round(float(scores[best]), 4),
                           scores={label: round(float(s), 4) for label, s in zip(labels, scores)},

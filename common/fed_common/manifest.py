@@ -6,6 +6,11 @@ key (made by the PKI role; agents get only the public key at provisioning), and 
 refuses a manifest whose signature does not verify, and a file whose size or SHA-256 differs
 from the manifest's. The signature covers the canonical JSON of the manifest (sorted keys,
 no spaces), so both sides compute the same bytes whatever the field order.
+
+`calibration` (optional) is the temperature the coordinator fitted on labeled photos the
+model was not trained on; the agent applies it to every answer (fedapp.calibration). A
+manifest without one serialises without the key at all, so the canonical bytes of every
+manifest signed before the field existed are unchanged and its signature still verifies.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ from typing import Annotated, Literal, Optional
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_serializer
 
 from .config import LABEL_PATTERN
 from .files import sha256_bytes
@@ -50,6 +55,15 @@ class ModelFile(BaseModel):
     sha256: Sha256
 
 
+class Calibration(BaseModel):
+    """Temperature scaling: the agent reports softmax(log(max(p, probability_floor)) / T)."""
+
+    model_config = _STRICT
+    method: Literal["temperature"] = "temperature"
+    temperature: float = Field(ge=0.05, le=20)
+    probability_floor: float = Field(gt=0, le=0.01, description="what an output of 0 counts as")
+
+
 class ModelManifest(BaseModel):
     model_config = _STRICT
     schema_version: Literal[1] = 1
@@ -59,6 +73,14 @@ class ModelManifest(BaseModel):
     input: InputSpec = Field(default_factory=InputSpec)
     campaign_id: Optional[Annotated[str, StringConstraints(max_length=128)]] = None
     created_at: float = Field(ge=0)
+    calibration: Optional[Calibration] = None
+
+    @model_serializer(mode="wrap")
+    def _without_missing_calibration(self, handler):
+        data = handler(self)
+        if isinstance(data, dict) and data.get("calibration") is None:
+            data.pop("calibration", None)  # the bytes older manifests were signed over
+        return data
 
     def canonical(self) -> bytes:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":")).encode()

@@ -169,7 +169,8 @@ class CampaignRunner:
         examples = {p["agent"]: p["num-examples"] for r in per_round for p in r.get("participants", [])}
 
         def build(folder: Path) -> dict:
-            fields = build_final_model(folder, s.weights, head, s.labels, calibration)
+            fields = build_final_model(folder, s.weights, head, s.labels, calibration,
+                                       Path(s.server_data_dir) / "test", log)
             return {**fields, "campaign_id": outcome.campaign_id, "run_id": outcome.run_id,
                     "rounds": outcome.rounds, "participants": participants,
                     "example_counts": examples, "skipped_files": outcome.skipped_files,

@@ -48,14 +48,23 @@ def load_head(npz_path: Path) -> list[np.ndarray]:
 
 
 def build_final_model(folder: Path, weights: str, head: list[np.ndarray], labels: list[str],
-                      calibration_images: list[np.ndarray]) -> dict:
-    """Write model.keras, model_float32.tflite and model_int8.tflite into folder."""
+                      calibration_images: list[np.ndarray], server_test_dir: Path | None = None,
+                      log=None) -> dict:
+    """Write model.keras, model_float32.tflite and model_int8.tflite into folder.
+
+    `calibration_images` are the int8 quantization's representative samples. With
+    `server_test_dir`, each TFLite file also gets its temperature scaling, fitted on that
+    folder's calibration part (models.calibration), in the returned `calibration` field."""
     from fed_coordinator.models.keras_model import build_backbone, build_classifier, to_tflite_float32, to_tflite_int8
 
     model = build_classifier(build_backbone(weights), head, len(labels))
     model.save(folder / "model.keras")
     (folder / "model_float32.tflite").write_bytes(to_tflite_float32(model))
     (folder / "model_int8.tflite").write_bytes(to_tflite_int8(model, calibration_images))
-    return {"labels": labels, "input": "RGB pixels 0-255, 160x160, float32",
-            "output": "probabilities in label order"}
+    fields = {"labels": labels, "input": "RGB pixels 0-255, 160x160, float32",
+              "output": "probabilities in label order"}
+    if server_test_dir is not None:
+        from fed_coordinator.models.calibration import calibration_section
 
+        fields["calibration"] = calibration_section(folder, Path(server_test_dir), labels, log)
+    return fields

@@ -2,7 +2,9 @@
 
 Why here: the registry knows each version's files, hashes and labels; the signing key
 (Ed25519, made by the PKI role, 0600, only the service user reads it) turns that into
-something a Pi can check without trusting the network or nginx.
+something a Pi can check without trusting the network or nginx. The calibration fitted at
+registration (models.calibration) goes in the manifest, so each Pi's confidences are
+calibrated for the very file it runs.
 """
 
 from __future__ import annotations
@@ -14,8 +16,9 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
-from fed_common.manifest import ModelFile, ModelManifest, SignedManifest, sign
+from fed_common.manifest import Calibration, ModelFile, ModelManifest, SignedManifest, sign
 
+from fed_coordinator.models.calibration import manifest_calibration
 from fed_coordinator.models.registry import ModelRegistry
 
 KINDS = {"int8": "model_int8.tflite", "float32": "model_float32.tflite"}
@@ -40,13 +43,16 @@ def load_signing_key(path: str | Path) -> Ed25519PrivateKey:
 
 
 def model_manifest(registry: ModelRegistry, version: int, kind: str = "int8") -> ModelManifest:
+    """The version's manifest for one file kind, with that file's own calibration if fitted."""
     meta = registry.metadata(version)
+    calibration = manifest_calibration(meta, kind)
     name = KINDS[kind]
     entry = meta["files"][name]
     created = calendar.timegm(time.strptime(meta["created"], "%Y-%m-%dT%H:%M:%SZ"))
     return ModelManifest(version=version, labels=meta["labels"], campaign_id=meta.get("campaign_id"),
                          created_at=float(created),
-                         file=ModelFile(name=name, kind=kind, size=entry["bytes"], sha256=entry["sha256"]))
+                         file=ModelFile(name=name, kind=kind, size=entry["bytes"], sha256=entry["sha256"]),
+                         calibration=Calibration(**calibration) if calibration else None)
 
 
 def signed_manifest(registry: ModelRegistry, version: int, key: Ed25519PrivateKey,

@@ -48,7 +48,8 @@ class ChampionPolicy:
             self._make_champion(version, verdict.reason)
         log.info("champion_gate", version=version, promoted=verdict.promoted,
                  new_score=verdict.new_score, champion=verdict.champion_version,
-                 champion_score=verdict.champion_score, reason=verdict.reason)
+                 champion_score=verdict.champion_score, reason=verdict.reason,
+                 gate_images=verdict.images)
 
     def gate_failed(self, version: int, campaign_id: str | None, error: Exception) -> None:
         """The gate itself failed: the model stays registered as a candidate, unpromoted."""

@@ -120,7 +120,7 @@ def apply_overrides(cfg: dict, overrides: dict) -> dict:
     """Test configs take keyword overrides as section__key=value."""
     for dotted, value in overrides.items():
         section, key = dotted.split("__")
-        cfg[section][key] = value
+        cfg.setdefault(section, {})[key] = value
     return cfg
 
 

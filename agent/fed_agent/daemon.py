@@ -23,9 +23,10 @@ from fed_common.files import remove_stale_temp_files
 from fed_common.heartbeat import FieldSummary, Heartbeat, ImageCounts, SupernodeStatus
 from fed_common.node_config import LastTraining
 from fed_common.notify import Notifier
-from fed_common.store import StoreLayout
+from fed_common.store import UNLABELED, StoreLayout
 
 from . import __version__
+from .capture import Camera
 from .health import system_snapshot
 from .heartbeat import HeartbeatSender
 from .inbox import Inbox
@@ -90,6 +91,7 @@ class Agent:
                                          self.snapshot, log, ca_file=cfg.coordinator.root_certificates,
                                          on_reply=self._heartbeat_reply, on_accepted=self._heartbeat_accepted)
         self.models = model_updater(cfg, self.heartbeat, self.supervisor, log, self.classifier)
+        self.camera = Camera(cfg.capture, layout.inbox_dir / UNLABELED, log) if cfg.capture.enabled else None
         self.stop_requested = threading.Event()
 
     # -- state -------------------------------------------------------------------------
@@ -124,6 +126,7 @@ class Agent:
             store_error=problem[:STORE_ERROR_MAX] if problem else None,
             running_model=self.models.status() if self.models else None,
             field=self.field_summary(),
+            camera=self.camera.status() if self.camera else None,
             **system_snapshot(Path(self.cfg.agent.state_dir)),
         )
 
@@ -161,6 +164,13 @@ class Agent:
             parts[-1] += f", {without_label} unlabeled ({c['pseudo']} pseudo, {c['review']} to review)"
         if self.inference is not None:
             parts.append(self._field_status())
+        if self.camera is not None:
+            camera = self.camera.status()
+            if camera.state == "failing":  # first, with the disk: a blind camera is what a site must see
+                since = time.strftime("%H:%M", time.localtime(camera.failing_since))
+                parts.insert(0, f"CAMERA FAILING since {since}: {camera.last_error}")
+            else:
+                parts.append(f"camera {camera.frames_today} frames today")
         return "; ".join(parts)
 
     def _field_status(self) -> str:
@@ -183,7 +193,8 @@ class Agent:
     # -- loop --------------------------------------------------------------------------
     def healthy(self) -> bool:
         inference_ok = self.inference is None or self.inference.healthy()
-        return self.heartbeat.is_alive() and self.probe.is_alive() and inference_ok
+        camera_ok = self.camera is None or self.camera.is_alive()
+        return self.heartbeat.is_alive() and self.probe.is_alive() and inference_ok and camera_ok
 
     def ingest(self) -> None:
         report = self.inbox.ingest()
@@ -223,6 +234,8 @@ class Agent:
         self.heartbeat.start()
         if self.models is not None:
             self.models.start()
+        if self.camera is not None:
+            self.camera.start()
         self.notifier.ready()
         self.log.info("agent_ready", version=__version__, watchdog_seconds=wd,
                       superlink=self.cfg.coordinator.superlink)
@@ -248,6 +261,8 @@ class Agent:
         self.notifier.status("stopping")
         self.log.info("agent_stopping")
         self.heartbeat.stop()
+        if self.camera is not None:
+            self.camera.stop_event.set()
         if self.inference is not None:
             self.inference.stop()
         self.inbox.flush()

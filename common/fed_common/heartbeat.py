@@ -124,6 +124,17 @@ class FieldSummary(BaseModel):
         return self.correct / self.labeled if self.labeled else None
 
 
+class CameraStatus(BaseModel):
+    """The agent's camera capture (None in the heartbeat when capture is off)."""
+
+    model_config = _STRICT
+    state: Literal["ok", "failing"]
+    failing_since: Optional[Annotated[float, Field(ge=0, le=10**11)]] = None  # time.time()
+    last_error: Optional[Annotated[str, StringConstraints(max_length=300)]] = None
+    frames_today: Count = 0
+    last_frame_at: Optional[Annotated[float, Field(ge=0, le=10**11)]] = None
+
+
 class Heartbeat(BaseModel):
     model_config = _STRICT
     schema_version: Literal[1] = SCHEMA_VERSION
@@ -139,6 +150,7 @@ class Heartbeat(BaseModel):
     store_error: Optional[Annotated[str, StringConstraints(max_length=300)]] = None
     running_model: Optional[RunningModel] = None
     field: Optional[FieldSummary] = None
+    camera: Optional[CameraStatus] = None
     memory: Memory = Field(default_factory=Memory)
     load: Annotated[list[Annotated[float, Field(ge=0, le=10**6)]], Field(max_length=3)] = Field(
         default_factory=list)

@@ -47,9 +47,10 @@ class ModelFleet:
     """The coordinator (restartable with another signing key) and one agent per name."""
 
     def __init__(self, tmp_path: Path, agents: list[str], data_dir: Path | None = None,
-                 connect_superlink: bool = False, campaign: dict | None = None, **rollout) -> None:
+                 connect_superlink: bool = False, campaign: dict | None = None, agent_settings: dict | None = None,
+                 **rollout) -> None:
         self.tmp, self.data_dir, self.connect_superlink = tmp_path, data_dir or tmp_path, connect_superlink
-        self.campaign, self.rollout = campaign or {}, rollout
+        self.campaign, self.rollout, self.agent_settings = campaign or {}, rollout, agent_settings or {}
         self.private, self.public = signing_key_pair(tmp_path)
         self.api_port, self.superlink_port = free_port(), free_port()
         self.cfg = self.coordinator_config(self.private)
@@ -77,7 +78,7 @@ class ModelFleet:
         cfg = write_config(folder / "agent.yaml", folder / "state", f"127.0.0.1:{superlink}",
                            f"http://127.0.0.1:{self.api_port}/api/v1/heartbeat", folder / "token", free_port(),
                            agent__name=name, heartbeat__interval=HEARTBEAT_SECONDS,
-                           model__public_key_file=str(self.public))
+                           model__public_key_file=str(self.public), **self.agent_settings)
         self.sockets[name] = NotifySocket(folder / "notify.sock")
         self.agents[name] = AgentProcess(cfg, self.sockets[name], folder / "agent.log")
 

@@ -1,5 +1,5 @@
-"""`fed-agent`: run the daemon, check / print its configuration, `predict` images, or `label`
-a stored image.
+"""`fed-agent`: run the daemon, check / print its configuration, `predict` images, `label`
+a stored image, or serve the `review` page.
 
 Exit status 78 (EX_CONFIG) on a bad configuration: the unit's RestartPreventExitStatus=78
 keeps systemd from restarting a daemon that can only fail the same way again.
@@ -12,12 +12,14 @@ import os
 import sys
 
 
-def command_parser(command: str, description: str, json_help: str) -> argparse.ArgumentParser:
-    """The parser of `fed-agent [-c FILE] COMMAND ... [--json]`, a command that is not the daemon."""
+def command_parser(command: str, description: str, json_help: str | None) -> argparse.ArgumentParser:
+    """The parser of `fed-agent [-c FILE] COMMAND ... [--json]`, a command that is not the
+    daemon (no --json when `json_help` is None)."""
     parser = argparse.ArgumentParser(prog=f"fed-agent {command}", description=description)
     parser.add_argument("-c", "--config", default=os.environ.get("FED_AGENT_CONFIG", "/etc/fed-agent/agent.yaml"))
     parser.add_argument("command", choices=[command])
-    parser.add_argument("--json", action="store_true", help=json_help)
+    if json_help is not None:
+        parser.add_argument("--json", action="store_true", help=json_help)
     return parser
 
 
@@ -60,6 +62,10 @@ def main(argv: list[str] | None = None) -> int:
         from .label_command import label_main
 
         return label_main(args)
+    if command == "review":  # `fed-agent [-c FILE] review [--host H] [--port P]`: the review page
+        from .review_command import review_main
+
+        return review_main(args)
     from fed_common.config import daemon_command_line
     from fed_common.logs import configure
 

@@ -16,6 +16,8 @@ from fed_common.config import (LABEL_PATTERN, NAME_PATTERN, STRICT, ConfigError,
 from fed_common.store import UNLABELED, StoreLayout
 from pydantic import BaseModel, Field, StringConstraints, ValidationInfo, field_validator
 
+from .review_auth import binding_problem, check_listen_host
+
 __all__ = ["AgentConfig", "ConfigError", "load_config", "default_config_yaml"]
 
 
@@ -188,6 +190,26 @@ class LabelingSection(BaseModel):
                                     "common class cannot flood the training set.")
 
 
+class ReviewSection(BaseModel):
+    model_config = STRICT
+    host: str = Field("127.0.0.1", description="Address `fed-agent review` listens on. Loopback by default "
+                      "(reach it with ssh -L); any other address needs token_file.")
+    port: int = Field(8765, ge=1, le=65535, description="Port of the review page.")
+    token_file: Optional[Path] = Field(None, validate_default=True,
+                                       description="File (0600) holding the page's token; when set, every "
+                                       "request needs it. Required unless host is a loopback address.")
+
+    _check_host = field_validator("host")(check_listen_host)
+
+    @field_validator("token_file")
+    def _token_off_loopback(cls, value: Path | None, info: ValidationInfo) -> Path | None:
+        host = info.data.get("host")  # missing when itself invalid: reported on its own
+        problem = binding_problem(host, value) if host is not None else None
+        if problem:
+            raise ValueError(problem)
+        return non_empty_path(value)
+
+
 Label = Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]
 
 
@@ -214,6 +236,8 @@ class AgentConfig(BaseModel):
                                     description="Camera frames into inbox/unlabeled/ (off by default).")
     labeling: LabelingSection = Field(default_factory=LabelingSection,
                                       description="What becomes of images without a label (inbox/unlabeled/).")
+    review: ReviewSection = Field(default_factory=ReviewSection,
+                                  description="The review page (`fed-agent review`).")
     labels: list[Label] = Field(default_factory=lambda: ["head", "hardhat"], min_length=2,
                                 description="Class names (2 or more, unique); one inbox folder each.")
     logging: LoggingSection = Field(default_factory=LoggingSection, description="Log output.")

@@ -15,13 +15,14 @@ def trainer_path(tmp_path_factory):
     return str(path)
 
 
-def reference_step(weights, velocity, x, y, lr, momentum):
+def reference_step(weights, velocity, x, y, lr, momentum, sample_weight=None):
     w0, b0, w1, b1 = weights
     h_pre = x @ w0 + b0
     h = np.maximum(h_pre, 0)
     probs = predict_proba(weights, x)
     onehot = np.eye(w1.shape[1], dtype=np.float32)[y]
-    d_logits = (probs - onehot) / len(y)
+    weight = np.ones(len(y), np.float32) if sample_weight is None else sample_weight
+    d_logits = weight[:, None] * (probs - onehot) / len(y)
     d_h = (d_logits @ w1.T) * (h_pre > 0)
     grads = [x.T @ d_h, d_h.sum(0), h.T @ d_logits, d_logits.sum(0)]
     new_v = [momentum * v - lr * g for v, g in zip(velocity, grads)]
@@ -78,3 +79,45 @@ def test_fit_refuses_empty_data(trainer_path):
     with pytest.raises(ValueError, match="no training examples"):
         trainer.fit(np.zeros((0, 16), np.float32), np.zeros(0, np.int32), epochs=1,
                     batch_size=8, lr=0.1, momentum=0.9, seed=0)
+
+
+def test_weighted_steps_match_the_numpy_reference(trainer_path):
+    """Each example's gradient is scaled by its weight (a pseudo label at 0.5 counts half)."""
+    rng = np.random.default_rng(4)
+    weights = init_head(6, dim=16, hidden=8, classes=2)
+    trainer = HeadTrainer(trainer_path)
+    assert trainer.weighted
+    trainer.set_weights(weights)
+    velocity = [np.zeros_like(w) for w in weights]
+    for batch in (8, 3):
+        x = rng.normal(size=(batch, 16)).astype(np.float32)
+        y = rng.integers(0, 2, batch).astype(np.int32)
+        w = rng.choice([1.0, 0.5, 0.0], batch).astype(np.float32)
+        out = trainer._train(x=x, y=y, lr=np.float32(0.05), momentum=np.float32(0.9), sample_weight=w)
+        log_p = np.log(predict_proba(weights, x)[np.arange(batch), y])
+        np.testing.assert_allclose(float(out["loss"]), -(w * log_p).sum() / batch, rtol=1e-4)
+        weights, velocity = reference_step(weights, velocity, x, y, 0.05, 0.9, w)
+    for got, want in zip(trainer.get_weights(), weights):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_weights_of_one_train_exactly_as_no_weights(trainer_path):
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(20, 16)).astype(np.float32)
+    y = rng.integers(0, 2, 20).astype(np.int32)
+    start = init_head(7, dim=16, hidden=8, classes=2)
+    plain, ones, half = HeadTrainer(trainer_path), HeadTrainer(trainer_path), HeadTrainer(trainer_path)
+    for trainer, w in ((plain, None), (ones, np.ones(20, np.float32)), (half, np.full(20, 0.5, np.float32))):
+        trainer.set_weights(start)
+        trainer.fit(x, y, epochs=2, batch_size=8, lr=0.1, momentum=0.9, seed=0, sample_weight=w)
+    assert all(np.array_equal(a, b) for a, b in zip(plain.get_weights(), ones.get_weights()))
+    assert not all(np.allclose(a, b) for a, b in zip(plain.get_weights(), half.get_weights()))
+
+
+@pytest.mark.parametrize("bad", [np.ones(3, np.float32), np.array([1, -1], np.float32),
+                                 np.array([1, np.nan], np.float32)])
+def test_fit_refuses_weights_that_do_not_fit(trainer_path, bad):
+    trainer = HeadTrainer(trainer_path)
+    with pytest.raises(ValueError, match="sample_weight"):
+        trainer.fit(np.zeros((2, 16), np.float32), np.zeros(2, np.int32), epochs=1, batch_size=8,
+                    lr=0.1, momentum=0.9, seed=0, sample_weight=bad)

@@ -1,7 +1,8 @@
 """Per-campaign exports: the TFLite backbone and head trainer agents need, and the final model.
 
-Exports are cached by (weights file hash, label count), so a nightly campaign with an
-unchanged backbone reuses yesterday's bytes and agents keep their cached copies too.
+Exports are cached by (weights file hash, label count, trainer format), so a nightly campaign
+with an unchanged backbone reuses yesterday's bytes and agents keep their cached copies too;
+a new trainer format (TRAINER_FORMAT) is exported once, and shipped to each agent once.
 """
 
 from __future__ import annotations
@@ -16,13 +17,16 @@ import numpy as np
 from fed_common.files import sha256_file
 
 
+TRAINER_FORMAT = 2  # 2: the train signature takes a sample_weight per example
+
+
 def _weights_key(weights: str) -> str:
     return "imagenet" if weights == "imagenet" else sha256_file(Path(weights))[:16]
 
 
 def export_agent_artifacts(weights: str, num_classes: int, cache_root: Path) -> Path:
     """Return a folder with backbone.tflite and trainer.tflite, exporting them if needed."""
-    key = f"{_weights_key(weights)}-c{num_classes}"
+    key = f"{_weights_key(weights)}-c{num_classes}-t{TRAINER_FORMAT}"
     target = cache_root / key
     if (target / "backbone.tflite").is_file() and (target / "trainer.tflite").is_file():
         return target

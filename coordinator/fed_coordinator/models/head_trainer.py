@@ -6,6 +6,10 @@ all need Flex, so the forward pass, the gradients of Dense(relu) -> Dense(softma
 cross-entropy, and the SGD-with-momentum update are written out with builtin ops only
 (matmul, relu mask, log-softmax, assign). SGD with momentum (not Adam) because it stays
 bit-stable between x86 and ARM interpreters (see the shared notes).
+
+`train` takes a weight per example (`sample_weight`): the loss is sum(w * cross-entropy) / batch
+size, as Keras' `sample_weight` with its default reduction, so a pseudo label can count less
+than a person's label (campaign.pseudo_label_weight) and weights of 1 give the unweighted step.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class HeadModule(tf.Module):
             input_signature=[
                 spec_x,
                 tf.TensorSpec([None], tf.int32, name="y"),
+                tf.TensorSpec([None], tf.float32, name="sample_weight"),
                 tf.TensorSpec([], tf.float32, name="lr"),
                 tf.TensorSpec([], tf.float32, name="momentum"),
             ],
@@ -53,13 +58,14 @@ class HeadModule(tf.Module):
         logits = tf.matmul(h, w["w1"]) + w["b1"]
         return h_pre, h, logits
 
-    def _train(self, x, y, lr, momentum):
+    def _train(self, x, y, sample_weight, lr, momentum):
         h_pre, h, logits = self._forward(x)
         log_probs = logits - tf.reduce_logsumexp(logits, axis=1, keepdims=True)
         onehot = tf.one_hot(y, self.classes, dtype=tf.float32)
         n = tf.cast(tf.shape(x)[0], tf.float32)
-        loss = -tf.reduce_sum(onehot * log_probs) / n
-        d_logits = (tf.exp(log_probs) - onehot) / n
+        weight = tf.expand_dims(sample_weight, 1)
+        loss = -tf.reduce_sum(weight * onehot * log_probs) / n
+        d_logits = weight * (tf.exp(log_probs) - onehot) / n
         grads = {
             "w1": tf.matmul(h, d_logits, transpose_a=True),
             "b1": tf.reduce_sum(d_logits, axis=0),

@@ -31,6 +31,8 @@ FAULTS = {
     "examples-0": "'num-examples' = 0 is outside",
     "examples-negative": "'num-examples' = -5 is outside",
     "examples-huge": "'num-examples' = 1000000000000 is outside",
+    # under the cap, but more than the labels it says it trained on give
+    "examples-inflated": "'num-examples' = 5000 does not match",
 }
 
 
@@ -63,7 +65,8 @@ def corrupt(content: RecordDict, fault: str) -> RecordDict:
     elif fault == "missing-array":
         del arrays["b0"]
     elif fault.startswith("examples-"):
-        metrics["num-examples"] = {"examples-0": 0, "examples-negative": -5, "examples-huge": 10**12}[fault]
+        metrics["num-examples"] = {"examples-0": 0, "examples-negative": -5, "examples-huge": 10**12,
+                                   "examples-inflated": 5000}[fault]
     elif fault in ("boost-flip", "scale"):
         if fault == "boost-flip":
             arrays["w1"], arrays["b1"] = arrays["w1"][:, ::-1], arrays["b1"][::-1]

@@ -1,7 +1,13 @@
-"""A real campaign: real SuperLink, 2 real SuperNodes (agent venv, no TensorFlow), real photos."""
+"""A real campaign: real SuperLink, 2 real SuperNodes (agent venv, no TensorFlow), real photos.
+
+It uses pseudo labels (campaign.use_pseudo_labels, weight 0.5): pi-2's store also holds two
+pseudo-labeled photos in unlabeled/ (indexed as the agent's pseudo-labeler leaves them), so
+the label counts travel through Flower and end in the round events and the model's metadata.
+"""
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +18,24 @@ from fed_demo.local_fleet import run_local_campaign
 from fed_coordinator.models.registry import ModelRegistry
 
 LABELS = ["head", "hardhat"]
+
+
+def pseudo_labeled(store: Path, photos: Path) -> None:
+    """`photos`' images as pseudo labels in the agent's store (the rest found by their place)."""
+    from fed_common.files import sha256_bytes
+    from fed_common.store import ImageStore, IndexEntry, StoredPrediction
+
+    entries = {}
+    for photo in sorted(photos.glob("*/*")):
+        content = photo.read_bytes()
+        sha = sha256_bytes(content)
+        target = store / "unlabeled" / f"{sha[:16]}{photo.suffix}"
+        target.parent.mkdir(exist_ok=True)
+        target.write_bytes(content)
+        guess = StoredPrediction(label=photo.parent.name, confidence=0.95, model_version=1, time="2025-01-01T00:00:00Z")
+        entries[sha] = IndexEntry(sha256=sha, label=None, split="unlabeled", size=len(content),
+                                  path=f"unlabeled/{target.name}", status="pseudo", prediction=guess)
+    ImageStore(store).write_index(entries)
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +51,11 @@ def campaign(tmp_path_factory):
     (bad / "head" / "truncated.jpg").write_bytes(good[: len(good) // 3])
     (bad / "hardhat" / "zero.jpg").write_bytes(b"")
     (bad / "hardhat" / "readme.jpg").write_text("not a photo")
+    pseudo_labeled(data / "dataset_client2", data / "dataset_server" / "train")
     events = []
     settings = CampaignSection(server_data_dir=data / "dataset_server", weights=str(WEIGHTS),
-                                labels=LABELS, rounds=3, local_epochs=20, batch_size=8)
+                                labels=LABELS, rounds=3, local_epochs=20, batch_size=8,
+                                use_pseudo_labels=True, pseudo_label_weight=0.5)
     outcome = run_local_campaign(data, root / "state", settings, on_event=events.append)
     return outcome, events, root
 
@@ -44,6 +70,11 @@ def test_campaign_completes_with_accurate_server_model(campaign):
     assert [e["round"] for e in rounds] == [0, 1, 2, 3]
     assert rounds[-1]["server_accuracy"] >= 0.90
     assert all(sorted(p["agent"] for p in e["participants"]) == ["pi-1", "pi-2"] for e in rounds[1:])
+    # per agent, the labels each round used: pi-2's two pseudo labels count half each in FedAvg
+    used = {(p["agent"], p["human-examples"], p["pseudo-examples"], p["num-examples"])
+            for e in rounds[1:] for p in e["participants"]}
+    assert used == {("pi-1", 208, 0, 208), ("pi-2", 207, 2, 208)}
+    assert all(p["test-examples"] == {"pi-1": 45, "pi-2": 46}[p["agent"]] for e in rounds[1:] for p in e["participants"])
 
 
 def test_bad_files_are_skipped_by_name_and_campaign_goes_on(campaign):
@@ -52,7 +83,8 @@ def test_bad_files_are_skipped_by_name_and_campaign_goes_on(campaign):
     assert names == ["readme.jpg", "truncated.jpg", "zero.jpg"]
     assert outcome.skipped_files["pi-2"] == []
     meta = ModelRegistry(root / "state" / "models").metadata(outcome.model_version)
-    assert meta["example_counts"] == {"pi-1": 208, "pi-2": 207}  # bad files not counted
+    assert meta["example_counts"] == {"pi-1": 208, "pi-2": 208}  # bad files not counted; + 2 pseudo x 0.5
+    assert meta["label_counts"] == {"pi-1": {"human": 208, "pseudo": 0}, "pi-2": {"human": 207, "pseudo": 2}}
     assert sorted(meta["skipped_files"]) == ["pi-1", "pi-2"]
 
 

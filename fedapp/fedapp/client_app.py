@@ -5,11 +5,19 @@ memory between rounds: the backbone/trainer come from the agent's artifact cache
 embeddings from the embedding cache, both keyed by content hash. What it is told comes in
 typed: the node's settings as `NodeConfig` (the agent writes them with the same model) and
 each round's as `TrainConfig` (the ServerApp writes them with the same model).
+
+With `use_pseudo_labels` the agent's pseudo-labeled images join the training set (their
+embeddings through the same cache, the pseudo label as target, `pseudo_label_weight` on their
+loss); the local test set is the human-labeled test split only. The reply says how many of
+each it used (`human-examples`, `pseudo-examples`), and `num-examples`, FedAvg's weight, is
+`example_count` of the two (fedapp.example_count), which the ServerApp checks.
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
+from typing import Optional
 
 import numpy as np
 from fed_common.node_config import LastTraining, NodeConfig
@@ -18,9 +26,10 @@ from flwr.clientapp import ClientApp
 
 from .artifacts import ARTIFACT_NAMES, ArtifactStore
 from .embeddings import EmbeddingCache
+from .example_count import example_count
 from .head import HeadTrainer, accuracy, head_record
 from .logs import get_logger
-from .node_data import load_node_data
+from .node_data import load_node_data, load_pseudo_labeled
 from .run_config import TrainConfig
 
 __all__ = ["app", "load_node_data"]
@@ -46,6 +55,45 @@ def receive_artifacts(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"artifacts": reply}), reply_to=msg)
 
 
+@dataclass
+class TrainingSet:
+    """What one round trains and tests on: human labels first, then pseudo labels (train side
+    only, weighted), and the human-labeled local test split."""
+
+    x: np.ndarray
+    y: np.ndarray
+    sample_weight: Optional[np.ndarray]  # None: every example weighs 1 (no pseudo labels)
+    human: int
+    pseudo: int
+    x_test: np.ndarray
+    y_test: np.ndarray
+    skipped: list[tuple[str, str]]
+
+
+def training_set(node: NodeConfig, cfg: TrainConfig, cache: EmbeddingCache, log) -> TrainingSet:
+    """The node's images as embeddings (through the cache); pseudo-labeled ones only when the
+    campaign asks for them, never in the local test set."""
+    train_files, test_files, skipped = load_node_data(node, cfg.labels)
+    pseudo_files = []
+    if cfg.use_pseudo_labels:
+        pseudo_files, pseudo_skipped = load_pseudo_labeled(node, cfg.labels)
+        skipped = skipped + pseudo_skipped
+    for path, reason in skipped:
+        log.warning("image_skipped", file=path, reason=reason)
+    if not train_files:  # pseudo labels add to a person's labels, never stand in for them
+        raise ValueError(f"no usable training images under {node.data_dir / 'train'} "
+                         f"for labels {cfg.labels}")
+    x, y = cache.matrix(train_files)
+    x_test, y_test = cache.matrix(test_files)
+    if not pseudo_files:
+        return TrainingSet(x, y, None, len(y), 0, x_test, y_test, skipped)
+    x_pseudo, y_pseudo = cache.matrix(pseudo_files)
+    weight = np.concatenate([np.ones(len(y), np.float32),
+                             np.full(len(y_pseudo), cfg.pseudo_label_weight, np.float32)])
+    return TrainingSet(np.concatenate([x, x_pseudo]), np.concatenate([y, y_pseudo]), weight,
+                       len(y), len(y_pseudo), x_test, y_test, skipped)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     node = NodeConfig.from_flwr(context.node_config)
@@ -56,44 +104,41 @@ def train(msg: Message, context: Context) -> Message:
     trainer_path = store.require(cfg.trainer_sha)
 
     t0 = time.perf_counter()
-    train_files, test_files, skipped = load_node_data(node, cfg.labels)
-    for path, reason in skipped:
-        log.warning("image_skipped", file=path, reason=reason)
-    if not train_files:
-        raise ValueError(f"no usable training images under {node.data_dir / 'train'} "
-                         f"for labels {cfg.labels}")
     cache = EmbeddingCache(node.cache_dir, backbone, cfg.backbone_sha)
-    x_train, y_train = cache.matrix(train_files)
-    x_test, y_test = cache.matrix(test_files)
+    data = training_set(node, cfg, cache, log)
     t_embed = time.perf_counter() - t0
 
     trainer = HeadTrainer(str(trainer_path))
     trainer.set_weights(msg.content["arrays"].to_numpy_ndarrays())
     loss, acc = trainer.fit(
-        x_train, y_train, epochs=cfg.local_epochs, batch_size=cfg.batch_size,
-        lr=cfg.learning_rate, momentum=cfg.momentum, seed=cfg.seed * 1000 + cfg.server_round,
+        data.x, data.y, epochs=cfg.local_epochs, batch_size=cfg.batch_size, lr=cfg.learning_rate,
+        momentum=cfg.momentum, seed=cfg.seed * 1000 + cfg.server_round, sample_weight=data.sample_weight,
     )
     weights = trainer.get_weights()
     t_train = time.perf_counter() - t0 - t_embed
-    test_acc = accuracy(weights, x_test, y_test) if len(y_test) else None
-    log.info("trained", examples=len(y_train), loss=loss, accuracy=acc, test_accuracy=test_acc,
-             embeddings_computed=cache.computed, embeddings_reused=cache.reused)
+    test_acc = accuracy(weights, data.x_test, data.y_test) if len(data.y_test) else None
+    examples = example_count(data.human, data.pseudo, cfg.pseudo_label_weight)
+    log.info("trained", examples=examples, human_examples=data.human, pseudo_examples=data.pseudo, loss=loss,
+             accuracy=acc, test_accuracy=test_acc, embeddings_computed=cache.computed,
+             embeddings_reused=cache.reused)
     if node.status_file is not None:  # for the agent's heartbeat and `systemctl status` line
         LastTraining.now(campaign=cfg.campaign, run_id=context.run_id, round=cfg.server_round,
-                         examples=len(y_train), train_accuracy=acc, local_test_accuracy=test_acc,
+                         examples=len(data.y), train_accuracy=acc, local_test_accuracy=test_acc,
                          backbone_sha=cfg.backbone_sha).write(node.status_file)
 
     metrics = MetricRecord({
-        "num-examples": int(len(y_train)),
+        "num-examples": examples,
+        "human-examples": data.human,
+        "pseudo-examples": data.pseudo,
         "train-loss": float(loss),
         "train-accuracy": float(acc),
         "test-accuracy": float(test_acc or 0.0),
-        "test-examples": int(len(y_test)),
-        "skipped-files": int(len(skipped)),
+        "test-examples": int(len(data.y_test)),
+        "skipped-files": int(len(data.skipped)),
         "embed-seconds": float(t_embed),
         "train-seconds": float(t_train),
     })
-    return _reply(msg, weights, metrics, node.agent_name, skipped)
+    return _reply(msg, weights, metrics, node.agent_name, data.skipped)
 
 
 def _reply(msg: Message, weights: list[np.ndarray], metrics: MetricRecord, agent: str,

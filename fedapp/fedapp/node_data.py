@@ -7,6 +7,14 @@ reconciled with the files on disk (files it lacks are hashed), so a plain
 use such folders). Every file is read once and checked on the bytes actually used: a file
 whose content no longer matches its index hash, or that is not an image (the one
 `fed_common.images` check), is skipped and named with the reason, never silently dropped.
+
+Pseudo labels (`load_pseudo_labeled`, read only when a campaign sets use_pseudo_labels) are
+training data only: they come from data/unlabeled/, never from a split, so the local test set
+stays the human-labeled test split alone. Every image the index marks "pseudo" is used,
+whichever model version made the label: the agent withdraws the pseudo labels of a model
+that was rolled back (fed_agent.pseudo_labels), so what remains was made by the running model
+or one the fleet ran before it, each above the agent's threshold and under its class cap; a
+human label always replaces a pseudo one (the image then leaves data/unlabeled/).
 """
 
 from __future__ import annotations
@@ -16,12 +24,13 @@ from pathlib import Path
 from fed_common.files import sha256_bytes
 from fed_common.images import image_problem
 from fed_common.node_config import NodeConfig
-from fed_common.store import ImageStore
+from fed_common.store import UNLABELED, ImageStore
 
 from .images import LabeledFile, unknown_label_folders
 
 Skipped = tuple[str, str]  # (file or folder, reason)
 HASH_CHANGED = "content changed since the inbox stored it (SHA-256 differs from the index)"
+PSEUDO_OUTSIDE = f"a pseudo label outside {UNLABELED}/ (only images without a human label have one)"
 
 
 def _usable(path: Path, expected_sha: str) -> tuple[bytes | None, str | None]:
@@ -47,6 +56,25 @@ def load_split(store: ImageStore, split: str, labels: list[str]) -> tuple[list[L
             skipped.append((str(path), reason or "unusable"))
             continue
         files.append(LabeledFile(path, labels.index(entry.label), data, entry.sha256))
+    return files, skipped
+
+
+def load_pseudo_labeled(node: NodeConfig, labels: list[str]) -> tuple[list[LabeledFile], list[Skipped]]:
+    """The store's pseudo-labeled images of these labels (target: the pseudo label), by path,
+    and what was skipped. Read-only, like everything the ClientApp reads."""
+    store = ImageStore(node.data_dir)
+    index = store.reconciled(store.read_index())
+    chosen = sorted((e for e in index.values() if e.pseudo_label in labels), key=lambda e: e.path)
+    files: list[LabeledFile] = []
+    skipped: list[Skipped] = []
+    for entry in chosen:
+        path = store.path_of(entry)
+        inside = entry.path.startswith(UNLABELED + "/")
+        data, reason = _usable(path, entry.sha256) if inside else (None, PSEUDO_OUTSIDE)
+        if data is None:
+            skipped.append((str(path), reason or "unusable"))
+            continue
+        files.append(LabeledFile(path, labels.index(entry.pseudo_label), data, entry.sha256))
     return files, skipped
 
 

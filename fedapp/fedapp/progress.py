@@ -46,6 +46,10 @@ class Participant(BaseModel):
     bytes_up: int = Field(ge=0)
     skipped: list[tuple[str, str]] = Field(default_factory=list, description="(file, reason)")
     num_examples: int = Field(alias="num-examples", ge=0)
+    # The labels it trained on: a person's, and pseudo labels (with use_pseudo_labels); absent
+    # from a ClientApp that does not say (aggregation.py checks them against num-examples).
+    human_examples: Optional[int] = Field(None, alias="human-examples", ge=0)
+    pseudo_examples: Optional[int] = Field(None, alias="pseudo-examples", ge=0)
     train_loss: Optional[float] = Field(None, alias="train-loss")
     train_accuracy: Optional[float] = Field(None, alias="train-accuracy")
     test_accuracy: Optional[float] = Field(None, alias="test-accuracy")

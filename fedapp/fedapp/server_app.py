@@ -16,7 +16,7 @@ from fed_common.files import atomic_write, sha256_file
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
-from .aggregation import Aggregation
+from .aggregation import Aggregation, PseudoLabelUse
 from .artifacts import ARTIFACT_NAMES
 from .embeddings import EmbeddingCache
 from .head import WEIGHT_NAMES, accuracy, head_record, init_head, predict_proba
@@ -111,7 +111,8 @@ def _run(grid: Grid, cfg: RunConfig, out: Path, progress: Progress, log) -> None
     strategy = DeadlineFedAvg(min_nodes=cfg.min_nodes, min_completed=cfg.min_completed_nodes,
                               node_wait_seconds=cfg.node_wait_seconds, log=log,
                               aggregation=Aggregation(cfg.aggregation), trim_fraction=cfg.trim_fraction,
-                              max_examples=cfg.max_examples_per_node)
+                              max_examples=cfg.max_examples_per_node,
+                              pseudo=PseudoLabelUse(cfg.use_pseudo_labels, cfg.pseudo_label_weight))
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
         weights = arrays.to_numpy_ndarrays()
@@ -128,6 +129,7 @@ def _run(grid: Grid, cfg: RunConfig, out: Path, progress: Progress, log) -> None
         labels=cfg.labels, local_epochs=cfg.local_epochs, batch_size=cfg.batch_size,
         learning_rate=cfg.learning_rate, momentum=cfg.momentum, seed=cfg.seed, campaign=out.name,
         backbone_sha=shipping.shas["backbone"], trainer_sha=shipping.shas["trainer"],
+        use_pseudo_labels=cfg.use_pseudo_labels, pseudo_label_weight=cfg.pseudo_label_weight,
     )
     initial = init_head(cfg.seed, classes=len(cfg.labels))
     result = strategy.start(

@@ -19,7 +19,8 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import FedAvg
 from pydantic import ValidationError
 
-from .aggregation import Aggregation, ArraySpec, CheckedReply, ReplyRejected, aggregate, array_specs, check_reply
+from .aggregation import (Aggregation, ArraySpec, CheckedReply, PseudoLabelUse, ReplyRejected, aggregate,
+                          array_specs, check_reply)
 from .progress import NodeFailure, Participant
 
 
@@ -71,7 +72,7 @@ class RoundLedger:
 class DeadlineFedAvg(FedAvg):
     def __init__(self, *, min_nodes: int, min_completed: int, node_wait_seconds: float, log,
                  aggregation: Aggregation = Aggregation.FEDAVG, trim_fraction: float = 0.2,
-                 max_examples: int = 100_000) -> None:
+                 max_examples: int = 100_000, pseudo: PseudoLabelUse = PseudoLabelUse()) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=0.0,
                          min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=1)
         self.min_nodes = min_nodes
@@ -79,6 +80,7 @@ class DeadlineFedAvg(FedAvg):
         self.node_wait_seconds = node_wait_seconds
         self.log = log
         self.aggregation, self.trim_fraction, self.max_examples = aggregation, trim_fraction, max_examples
+        self.pseudo = pseudo
         self.rounds: dict[int, RoundLedger] = {}
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
@@ -101,7 +103,7 @@ class DeadlineFedAvg(FedAvg):
             reason = m.error.reason if m.has_error() else None
             if reason is None:
                 try:
-                    checked = check_reply(m.content, ledger.sent, self.max_examples)
+                    checked = check_reply(m.content, ledger.sent, self.max_examples, self.pseudo)
                     participant = self._participant(server_round, m, agent)
                 except ReplyRejected as exc:
                     reason = f"reply rejected: {exc}"

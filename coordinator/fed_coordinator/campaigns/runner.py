@@ -167,13 +167,16 @@ class CampaignRunner:
         per_round = [r for r in outcome.rounds if r.get("round", 0) > 0]
         participants = sorted({p["agent"] for r in per_round for p in r.get("participants", [])})
         examples = {p["agent"]: p["num-examples"] for r in per_round for p in r.get("participants", [])}
+        # the labels each agent trained on in its last round (None: its ClientApp did not say)
+        labels = {p["agent"]: {"human": p.get("human-examples"), "pseudo": p.get("pseudo-examples")}
+                  for r in per_round for p in r.get("participants", [])}
 
         def build(folder: Path) -> dict:
             fields = build_final_model(folder, s.weights, head, s.labels, calibration,
                                        Path(s.server_data_dir) / "test", log)
             return {**fields, "campaign_id": outcome.campaign_id, "run_id": outcome.run_id,
                     "rounds": outcome.rounds, "participants": participants,
-                    "example_counts": examples, "skipped_files": outcome.skipped_files,
+                    "example_counts": examples, "label_counts": labels, "skipped_files": outcome.skipped_files,
                     "server_accuracy": per_round[-1]["server_accuracy"] if per_round else None,
                     "bytes_exchanged": {
                         "per_round_per_agent": [

@@ -68,3 +68,4 @@ def test_round_failures_are_kept_and_a_version_1_database_is_migrated(tmp_path):
     st.round_recorded("new", {"round": 1, "server_accuracy": 0.9, "participants": [{}], "failures": [failure]})
     rounds = {c["id"]: c["rounds"] for c in st.campaigns()}
     assert rounds["old"][0]["failures"] == [] and rounds["new"][0]["failures"] == [failure]
+    assert rounds["old"][0]["agents"] == []  # schema 5: per-agent label counts, none recorded then

@@ -39,7 +39,8 @@ def seeded_state(path) -> State:
     state.heartbeat(name, json.dumps(beat), "127.0.0.1")
     cid = "c1" + PAYLOAD
     state.campaign_started(cid, "run-now" + PAYLOAD, None)
-    state.round_recorded(cid, {"round": 1, "server_accuracy": 0.9, "server_loss": 0.3, "participants": []})
+    trained = {"agent": name, "num-examples": 5, "human-examples": 5, "pseudo-examples": 0}  # labels used
+    state.round_recorded(cid, {"round": 1, "server_accuracy": 0.9, "server_loss": 0.3, "participants": [trained]})
     state.campaign_finished(cid, "failed" + PAYLOAD, "reason" + PAYLOAD, None)
     state.model_recorded(1, cid, 0.9, "rejected" + PAYLOAD, "model reason" + PAYLOAD)
     return state

@@ -69,6 +69,10 @@ MIGRATIONS = [
     CREATE INDEX field_summaries_agent ON field_summaries(agent, received_at);
     CREATE INDEX field_summaries_received ON field_summaries(received_at);
     """,
+    # 5: per agent, what each round trained on: FedAvg's example count, human and pseudo labels
+    """
+    ALTER TABLE rounds ADD COLUMN agents TEXT NOT NULL DEFAULT '[]';
+    """,
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -184,12 +188,16 @@ class State:
                  "VALUES(?, ?, ?, 'skipped', ?, ?, ?)", (cid, trigger, slot, reason, now, now))
 
     def round_recorded(self, cid: str, event: dict) -> None:
-        self._tx("INSERT OR REPLACE INTO rounds(campaign_id, round, server_accuracy, server_loss, "
-                 "participants, bytes_down, bytes_up, time, failures) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+        """A round event (fedapp.progress.RoundEvent's JSON); per agent `agents` keeps the
+        example count and the human and pseudo labels it trained on (None: not reported)."""
+        agents = [{"agent": p.get("agent"), "examples": p.get("num-examples"), "human": p.get("human-examples"),
+                   "pseudo": p.get("pseudo-examples")} for p in event.get("participants", [])]
+        self._tx("INSERT OR REPLACE INTO rounds(campaign_id, round, server_accuracy, server_loss, participants, "
+                 "bytes_down, bytes_up, time, failures, agents) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
                      cid, event["round"], event.get("server_accuracy"), event.get("server_loss"),
                      len(event.get("participants", [])), event.get("bytes_down_per_agent"),
                      event.get("bytes_up_per_agent"), event.get("time"),
-                     json.dumps(event.get("failures", []))))
+                     json.dumps(event.get("failures", [])), json.dumps(agents)))
 
     def campaigns(self, limit: int = 50) -> list[dict]:
         rows = self._all("SELECT * FROM campaigns ORDER BY started_at DESC LIMIT ?", (limit,))
@@ -198,6 +206,7 @@ class State:
                                       (row["id"],))
             for rnd in row["rounds"]:
                 rnd["failures"] = json.loads(rnd["failures"] or "[]")
+                rnd["agents"] = json.loads(rnd["agents"] or "[]")
         return rows
 
     def running_campaign(self) -> dict | None:

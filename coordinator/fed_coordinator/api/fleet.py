@@ -4,6 +4,7 @@ Every reader (fleet API, status page, /metrics, fedctl, the service's STATUS= li
 through `fleet_view`, and each row carries the agent's last heartbeat as a
 `fed_common.heartbeat.Heartbeat` (or None), never a dict: the API validated it before it was
 stored, and one stored before the schema existed reads as None instead of raising.
+`labels_used` is what each agent trained on in a round (fedctl campaigns, the status page).
 `field_view` is what the agent's running model saw in the field and whether it is drifting
 (api.field_history); it is read from the history on first use only, since the rollout
 engine reads the rows every second and never needs it.
@@ -45,6 +46,23 @@ class AgentRow:
     @property
     def image_total(self) -> int:
         return self.heartbeat.images.total if self.heartbeat else 0
+
+    @property
+    def image_status(self) -> Optional[dict[str, int]]:
+        """The stored images by who labeled them: a person (`human`), the running model
+        (`pseudo`), nobody yet: waiting for a person (`review`) or not classified yet
+        (`unlabeled`); None without a heartbeat."""
+        if self.heartbeat is None:
+            return None
+        images = self.heartbeat.images
+        return {"human": images.total, "pseudo": images.pseudo, "review": images.review,
+                "unlabeled": images.unlabeled}
+
+    @property
+    def images_text(self) -> Optional[str]:
+        """`120 human, 30 pseudo, 12 review, 4 unlabeled`."""
+        counts = self.image_status
+        return None if counts is None else ", ".join(f"{count} {status}" for status, count in counts.items())
 
     @property
     def model(self) -> Optional[str]:
@@ -97,6 +115,7 @@ class AgentRow:
             "version": beat.version if beat else None,
             "last_training": beat.last_training.model_dump() if beat and beat.last_training else None,
             "images": beat.images.model_dump() if beat else None,
+            "image_status": self.image_status,
             "disk_free_bytes": beat.disk_free_bytes if beat else None,
             "disk_full": beat.disk_full if beat else None,
             "store_error": beat.store_error if beat else None,
@@ -105,6 +124,21 @@ class AgentRow:
             "cpu_temperature_c": beat.cpu_temperature_c if beat else None,
             "field": self.field_view.to_json() if self.field_view else None,
         }
+
+
+def labels_used(agents: list[dict]) -> str | None:
+    """What each agent trained on in a round (`State.campaigns()`' rounds[].agents), as the
+    campaign readers show it: `pi-1 24 human + 10 pseudo, pi-2 30 human + 0 pseudo`
+    (`pi-1 24 examples` from a ClientApp that does not report its labels; None: no agent)."""
+    parts = []
+    for a in agents:
+        if not a.get("agent"):
+            continue
+        if a.get("human") is None:
+            parts.append(f"{a['agent']} {a.get('examples')} examples")
+        else:
+            parts.append(f"{a['agent']} {int(a['human'])} human + {int(a.get('pseudo') or 0)} pseudo")
+    return ", ".join(parts) or None
 
 
 def fleet_view(state: State, online_after: float, now: float | None = None,

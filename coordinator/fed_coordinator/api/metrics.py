@@ -4,7 +4,8 @@ A fresh registry per scrape keeps the numbers equal to the state: nothing to kee
 The per-agent field gauges are the field view's (api.field_history: the running version's
 totals over `monitoring.field_window_hours`), so they are gauges, not counters: old images
 leave the window. `fed_agent_drifting` is there for every agent (0 or 1), so an alert can be
-written on it alone.
+written on it alone. `fed_agent_images{agent, status}` is each agent's stored images by who
+labeled them (human, pseudo, review, unlabeled), from its last heartbeat.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ def metrics_text(state: State, online_after: float, monitoring: MonitoringSectio
     for agent in fleet:
         if agent.heartbeat_age_seconds is not None:
             age.labels(agent.name).set(agent.heartbeat_age_seconds)
+    images = Gauge("fed_agent_images", "Stored images by status: human / pseudo labels, waiting for review, "
+                   "not classified yet", ["agent", "status"], registry=reg)
+    for agent in fleet:
+        for status, count in (agent.image_status or {}).items():
+            images.labels(agent.name, status).set(count)
     _field_gauges(reg, fleet)
     campaigns = state.campaigns(1000)
     outcomes = Counter("fed_campaigns", "Campaigns by outcome", ["status"], registry=reg)

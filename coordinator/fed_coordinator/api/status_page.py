@@ -1,6 +1,7 @@
 """The HTML status page: fleet table and per-round server accuracy, rendered on the server.
 
-Each agent's row has its field numbers and a sparkline of its low-confidence share per hour
+Each agent's row has its stored images per label and by who labeled them (human, pseudo,
+review, unlabeled), its field numbers and a sparkline of its low-confidence share per hour
 (api.field_history), and a drifting agent says so in its problem cell. The charts are inline
 SVG made here (presentation attributes only, no style attribute, so the CSP below stays as it
 is): the page must work on a coordinator with no internet (no
@@ -21,7 +22,7 @@ import time
 from typing import Optional
 
 from fed_coordinator.api.field_history import HourPoint, hourly_low_confidence
-from fed_coordinator.api.fleet import AgentRow, fleet_view
+from fed_coordinator.api.fleet import AgentRow, fleet_view, labels_used
 from fed_coordinator.config import MonitoringSection
 from fed_coordinator.state import State
 
@@ -143,6 +144,11 @@ def _version(version: int | None) -> str:
     return "-" if version is None else f"v{int(version)}"
 
 
+def _last_round_labels(campaign: dict) -> str:
+    rounds = campaign.get("rounds") or []
+    return (labels_used(rounds[-1].get("agents") or []) if rounds else None) or "-"
+
+
 def _agent_row(agent: AgentRow, points: list[HourPoint], now: float, days: float) -> str:
     esc = html.escape
     beat = agent.heartbeat
@@ -154,7 +160,8 @@ def _agent_row(agent: AgentRow, points: list[HourPoint], now: float, days: float
             f'<td class="{state}">{state}</td>'
             f'<td>{esc(agent.supernode_state or "-")}</td><td>{_age(agent.heartbeat_age_seconds)}</td>'
             f'<td>{esc(agent.model_detail or "-")}</td>'
-            f'<td>{esc(per_label or "-")}</td><td>{int(beat.images.quarantined) if beat else "-"}</td>'
+            f'<td class="images">{esc(per_label or "-")}<br>{esc(agent.images_text or "-")}</td>'
+            f'<td>{int(beat.images.quarantined) if beat else "-"}</td>'
             f'<td>{esc((last.campaign if last else "") or "-")}</td>'
             f'<td>{"-" if acc is None else f"{acc:.2f}"}</td>{_field_cells(agent, points, now, days)}'
             f'{_problem_cell(agent)}</tr>')
@@ -169,7 +176,8 @@ def render_status_page(fleet: list[AgentRow], campaigns: list[dict], models: lis
     rows = [_agent_row(agent, (charts or {}).get(agent.name, []), now, chart_days) for agent in fleet]
     camp_rows = "".join(
         f'<tr><td>{esc(c["id"])}</td><td>{esc(c["trigger"])}</td><td>{esc(c["status"])}</td>'
-        f'<td>{esc(c["reason"] or "")}</td><td>{_version(c["model_version"])}</td></tr>' for c in campaigns)
+        f'<td>{esc(c["reason"] or "")}</td><td>{_version(c["model_version"])}</td>'
+        f'<td class="labels">{esc(_last_round_labels(c))}</td></tr>' for c in campaigns)
     def score(m: dict) -> str:
         return "-" if m["score"] is None else f"{m['score']:.3f}"
 
@@ -186,7 +194,8 @@ def render_status_page(fleet: list[AgentRow], campaigns: list[dict], models: lis
 <th>model</th><th>images</th><th>quarantined</th><th>last campaign</th><th>local acc</th><th>field</th>
 <th>low-confidence share per hour</th><th>problem</th></tr>{"".join(rows)}</table>
 <h2>Server accuracy per round</h2>{accuracy_chart(campaigns)}
-<h2>Campaigns</h2><table id="campaigns"><tr><th>id</th><th>trigger</th><th>status</th><th>reason</th><th>model</th></tr>{camp_rows}</table>
+<h2>Campaigns</h2><table id="campaigns"><tr><th>id</th><th>trigger</th><th>status</th><th>reason</th><th>model</th>
+<th>trained on (last round)</th></tr>{camp_rows}</table>
 <h2>Models</h2><table id="models"><tr><th>version</th><th>status</th><th>score</th><th>reason</th></tr>{model_rows}</table>
 </body></html>"""
 

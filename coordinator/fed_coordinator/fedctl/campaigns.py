@@ -1,10 +1,15 @@
-"""`fedctl campaigns [--follow]`: recent campaigns, or the rounds of the running one as they finish."""
+"""`fedctl campaigns [--follow]`: recent campaigns, or the rounds of the running one as they finish.
+
+Each round says per agent what it trained on (`pi-1 24 human + 10 pseudo`; `pi-1 24 examples`
+from a ClientApp that does not report its labels), the list the last round's.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 
+from fed_coordinator.api.fleet import labels_used
 from fed_coordinator.fedctl.common import open_state, output, printable, when
 
 
@@ -17,8 +22,9 @@ def cmd_campaigns(args) -> int:
         r["started"] = when(r["started_at"])
         r["rounds_done"] = len(r["rounds"])
         r["accuracy"] = r["rounds"][-1]["server_accuracy"] if r["rounds"] else None
-    return output(args, {"campaigns": rows}, rows,
-                ["id", "trigger", "status", "started", "rounds_done", "accuracy", "model_version", "reason"])
+        r["labels"] = labels_used(r["rounds"][-1].get("agents", [])) if r["rounds"] else None
+    return output(args, {"campaigns": rows}, rows, ["id", "trigger", "status", "started", "rounds_done",
+                                                    "accuracy", "model_version", "labels", "reason"])
 
 
 def _follow(st, args) -> int:
@@ -43,7 +49,10 @@ def _follow(st, args) -> int:
 
 
 def _round_line(r: dict) -> str:
-    """`round 2: server accuracy 0.963 (2 agents; failed: pi-3: reply rejected: ...)`."""
+    """`round 2: server accuracy 0.963 (2 agents: pi-1 24 human + 10 pseudo, pi-2 30 human + 0
+    pseudo; failed: pi-3: reply rejected: ...)`."""
     failed = "; ".join(f"{f['agent']}: {f['reason']}" for f in r.get("failures") or [])
+    used = labels_used(r.get("agents") or [])
     return printable(f"round {int(r['round'])}: server accuracy {r['server_accuracy']:.3f} "
-                     f"({int(r['participants'])} agents" + (f"; failed: {failed}" if failed else "") + ")")
+                     f"({int(r['participants'])} agents" + (f": {used}" if used else "")
+                     + (f"; failed: {failed}" if failed else "") + ")")

@@ -167,6 +167,10 @@ def main() -> int:
     print(f"campaign 2 (+ pseudo labels):     gate score {semi['v2']} ({semi['second']['status']}: "
           f"{semi['second'].get('reason') or ''})")
     print(f"fully labeled reference:          gate score {reference}")
+    for name, row in (("campaign 1", semi["first"]), ("campaign 2", semi["second"])):
+        last = (row.get("rounds") or [{}])[-1].get("agents") or []
+        print(f"{name} trained on: " + ", ".join(f"{a['agent']} {a['human']} human + {a['pseudo']} pseudo"
+                                                 for a in last))
     precision = semi["right"] / semi["pseudo"] if semi["pseudo"] else float("nan")
     print(f"pseudo labels: {semi['pseudo']} of {semi['unlabeled']} unlabeled photos, precision {precision:.3f}; "
           f"{semi['review']} to review")

@@ -10,6 +10,7 @@ queue (fedctl.queue) so the service logs them and decides.
 from __future__ import annotations
 
 from fed_coordinator.fedctl.common import open_state, output, printable, when
+from fed_coordinator.models.rollout import Stage
 
 
 def cmd_rollout(args) -> int:
@@ -55,7 +56,7 @@ def _summary(rollout, paused) -> str:
                 f"{_version(rollout.previous) or 'none'}), started {when(rollout.started_at)}")
         if rollout.canaries:
             text += f"; canaries {', '.join(rollout.canaries)}"
-        if rollout.canary_ok_since and rollout.stage.value == "canary":
+        if rollout.canary_ok_since and rollout.stage is Stage.CANARY:
             text += f"; canaries ok since {when(rollout.canary_ok_since)}"
         if rollout.reason:
             text += f"; {rollout.reason}"

@@ -35,8 +35,10 @@ class RolloutEngine:
         now = now or time.time()
         rollout = self.record.current()
         paused = self.record.paused() is not None
-        if rollout is not None and rollout.stage is Stage.CANARY:
-            failure = self.canary_failure(rollout, now, check_timeout=not paused)
+        in_canary = rollout is not None and rollout.stage is Stage.CANARY
+        states = self.canary_states(rollout) if in_canary else {}
+        if in_canary:
+            failure = self.canary_failure(rollout, states, now, check_timeout=not paused)
             if failure:
                 self.record.finish(rollout, Stage.HALTED, failure)
                 self.log.error("rollout_halted", model_version=rollout.version, reason=failure,
@@ -47,8 +49,8 @@ class RolloutEngine:
         champion = self.state.champion()
         if champion is not None and (rollout is None or rollout.version != champion):
             self.start(champion, rollout)
-        elif rollout is not None and rollout.stage is Stage.CANARY:
-            self.advance(rollout, now)
+        elif in_canary:
+            self.advance(rollout, states, now)
 
     def start(self, version: int, before: Optional[Rollout]) -> Rollout:
         previous = None if before is None else (before.version if before.stage is Stage.COMPLETE
@@ -90,8 +92,8 @@ class RolloutEngine:
     def canary_states(self, rollout: Rollout) -> dict[str, tuple[str, str]]:
         return canary_states(fleet_view(self.state, self.online_after), rollout)
 
-    def canary_failure(self, rollout: Rollout, now: float, check_timeout: bool = True) -> Optional[str]:
-        states = self.canary_states(rollout)
+    def canary_failure(self, rollout: Rollout, states: dict[str, tuple[str, str]], now: float,
+                       check_timeout: bool = True) -> Optional[str]:
         for name, (verdict, detail) in states.items():
             if verdict == "failed":
                 return f"canary {name} failed v{rollout.version}: {detail}"
@@ -102,8 +104,9 @@ class RolloutEngine:
                     f"{limit:g} minutes")
         return None
 
-    def advance(self, rollout: Rollout, now: float) -> None:
-        all_ok = all(verdict == "ok" for verdict, _ in self.canary_states(rollout).values())
+    def advance(self, rollout: Rollout, states: dict[str, tuple[str, str]], now: float) -> None:
+        # The canaries' states were read once this tick, for the failure check and this.
+        all_ok = all(verdict == "ok" for verdict, _ in states.values())
         if not all_ok:
             if rollout.canary_ok_since is not None:  # a canary stopped reporting it ok: the window restarts
                 self.record.canaries_ok_since(rollout, None)

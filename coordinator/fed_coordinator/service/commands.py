@@ -9,6 +9,7 @@ row and waits for this module's answer in the same row.
 from __future__ import annotations
 
 from fed_coordinator.models.policy import ChampionPolicy, PolicyError
+from fed_coordinator.models.rollout import Stage
 from fed_coordinator.models.rollout_engine import RolloutEngine
 from fed_coordinator.service.campaign_worker import CampaignWorker
 from fed_coordinator.state import State
@@ -58,7 +59,7 @@ class CommandHandler:
             if kind == "rollout-pause":
                 return "rollout paused: no new version goes out until `fedctl rollout resume`"
             current = record.current()
-            if current is not None and current.stage.value == "halted":
+            if current is not None and current.stage is Stage.HALTED:
                 # The canary keeps its refusal of that version: only another version can go out.
                 return (f"rollout resumed; v{current.version} stays halted ({current.reason}): "
                         "promote a fixed version to roll out again")

@@ -33,6 +33,7 @@ from fed_coordinator.service.commands import CommandHandler
 from fed_coordinator.state import State
 from fed_coordinator.models.channel import ModelChannel
 from fed_coordinator.models.manifest import SigningKeyError
+from fed_coordinator.models.rollout import Stage
 from fed_coordinator.models.rollout_engine import RolloutEngine
 
 class Coordinator:
@@ -114,7 +115,7 @@ class Coordinator:
         if rollout is None:
             return ""
         text = f", rollout v{rollout.version} {rollout.stage.value}"
-        if rollout.stage.value == "canary":
+        if rollout.stage is Stage.CANARY:
             text += f" ({', '.join(rollout.canaries)})"
         return text + (" PAUSED" if self.rollout.record.paused() else "")
 

@@ -3,10 +3,14 @@
 #
 #   packaging/build_wheelhouse.sh OUT_DIR [--platform native|linux_aarch64] [--python 3.11]
 #                                 [--only agent|coordinator] [--check] [--dry-run]
+#                                 [--interpreter auto|tflite-runtime|ai-edge-litert]
 #
 # OUT_DIR/agent/*.whl         fed-agent, fedapp (the ClientApp runs in the agent's venv),
 #                             fed-common and every dependency (NO TensorFlow), pinned by
-#                             packaging/constraints-agent.txt
+#                             packaging/constraints-agent.txt, and ONE TFLite interpreter:
+#                             --interpreter auto (default) takes tflite-runtime for CPython
+#                             <= 3.11 (its last wheels, 2.14, exist for x86_64 and aarch64 up
+#                             to 3.11) and ai-edge-litert for newer Pythons
 # OUT_DIR/coordinator/*.whl   fed-coordinator, fedapp, fed-common and every dependency, pinned
 #                             by packaging/constraints-coordinator.txt
 # OUT_DIR/fedapp-app.tar.gz   the Flower App folder (fedapp/pyproject.toml + fedapp/fedapp/*.py)
@@ -26,8 +30,9 @@ ONLY=
 CHECK=0
 DRY_RUN=0
 OUT=
+INTERPRETER=auto
 
-usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
+usage() { sed -n '2,22p' "$0" | sed 's/^# \{0,1\}//'; exit "${1:-0}"; }
 die() { echo "build_wheelhouse: $*" >&2; exit 1; }
 
 while [ $# -gt 0 ]; do
@@ -35,6 +40,7 @@ while [ $# -gt 0 ]; do
     --platform) PLATFORM="${2:?--platform needs a value}"; shift 2 ;;
     --python) PYVER="${2:?--python needs a value}"; shift 2 ;;
     --only) ONLY="${2:?--only needs agent or coordinator}"; shift 2 ;;
+    --interpreter) INTERPRETER="${2:?--interpreter needs a value}"; shift 2 ;;
     --check) CHECK=1; shift ;;
     --dry-run) DRY_RUN=1; shift ;;
     -h|--help) usage 0 ;;
@@ -48,6 +54,16 @@ case "$PLATFORM" in
   *) die "--platform must be native, linux_x86_64 or linux_aarch64 (got '$PLATFORM')" ;;
 esac
 case "$ONLY" in ""|agent|coordinator) ;; *) die "--only must be agent or coordinator" ;; esac
+# Which TFLite interpreter the agent folder gets (packaging/README.md, "Which TFLite
+# interpreter"): the pip extra of fed-agent/fedapp that brings it, and the module it imports.
+if [ "$INTERPRETER" = auto ]; then
+  if [ "${PYVER#3.}" -le 11 ] 2>/dev/null; then INTERPRETER=tflite-runtime; else INTERPRETER=ai-edge-litert; fi
+fi
+case "$INTERPRETER" in
+  tflite-runtime) EXTRA=tflite-runtime; INTERPRETER_MODULE=tflite_runtime.interpreter ;;
+  ai-edge-litert) EXTRA=litert; INTERPRETER_MODULE=ai_edge_litert.interpreter ;;
+  *) die "--interpreter must be auto, tflite-runtime or ai-edge-litert (got '$INTERPRETER')" ;;
+esac
 [ -x "$PYTHON" ] || die "no Python at $PYTHON (run 'make venv' or set PYTHON=)"
 PY_HAVE="$("$PYTHON" -c 'import sys; print("%d.%d" % sys.version_info[:2])')"
 MACHINE="$(uname -m)"
@@ -121,18 +137,23 @@ aarch64_wheels() {  # DEST CONSTRAINTS WHEEL...
 }
 
 build_agent() {
-  echo "== agent ($([ "$PLATFORM" = native ] && echo "$MACHINE" || echo "$PLATFORM"), CPython $PYVER)" >&2
+  echo "== agent ($([ "$PLATFORM" = native ] && echo "$MACHINE" || echo "$PLATFORM"), CPython $PYVER, $INTERPRETER)" >&2
   local dest="$WORK/agent"
+  local wheels=("$AGENT_WHL[$EXTRA]" "$FEDAPP_WHL[$EXTRA]" "$COMMON_WHL")
   if [ "$PLATFORM" = native ]; then
-    native_wheels "$dest" "$REPO/packaging/constraints-agent.txt" "$AGENT_WHL" "$FEDAPP_WHL" "$COMMON_WHL"
+    native_wheels "$dest" "$REPO/packaging/constraints-agent.txt" "${wheels[@]}"
   else
-    aarch64_wheels "$dest" "$REPO/packaging/constraints-agent.txt" "$AGENT_WHL" "$FEDAPP_WHL" "$COMMON_WHL"
+    aarch64_wheels "$dest" "$REPO/packaging/constraints-agent.txt" "${wheels[@]}"
   fi
   [ "$DRY_RUN" = 1 ] && return
   # A Pi must never get TensorFlow (1.3 GB, and no wheel for 32-bit Pi OS at all).
   local tf
   tf="$(find "$dest" -iname 'tensorflow*' -o -iname 'tf_keras*' -o -iname 'tf-nightly*' | head -5)"
   [ -z "$tf" ] || die "TensorFlow ended up in the agent wheelhouse: $tf"
+  # Exactly one interpreter: the Ansible role installs every wheel of the folder.
+  local interpreters
+  interpreters="$(find "$dest" -iname 'tflite_runtime-*.whl' -o -iname 'ai_edge_litert-*.whl' | wc -l)"
+  [ "$interpreters" = 1 ] || die "the agent wheelhouse holds $interpreters TFLite interpreters, not 1"
   rm -rf "$OUT/agent"; mv "$dest" "$OUT/agent"
 }
 
@@ -163,7 +184,7 @@ build_app() {
 # and try the entry point.
 check_install() {  # DIST FOLDER IMPORTS COMMAND...
   local dist="$1" folder="$2" imports="$3"; shift 3
-  local venv="$WORK/check-$dist"
+  local venv="$WORK/check-${dist%%[*}"
   echo "== check: offline install of $dist from $folder" >&2
   /usr/bin/python3 -m venv "$venv" || die "/usr/bin/python3 -m venv failed (apt-get install python3-venv)"
   # No pip config, index or find-links from the environment: the wheelhouse and nothing else.
@@ -173,7 +194,7 @@ check_install() {  # DIST FOLDER IMPORTS COMMAND...
   "$venv/bin/pip" check --disable-pip-version-check >&2 || die "pip check failed for $dist"
   "$venv/bin/python" -c "import $imports" || die "import $imports failed in the $dist venv"
   "$venv/bin/$1" "${@:2}" >/dev/null || die "$* failed in the scratch venv"
-  if [ "$dist" = fed-agent ] && "$venv/bin/python" -c 'import tensorflow' 2>/dev/null; then
+  if [ "${dist%%[*}" = fed-agent ] && "$venv/bin/python" -c 'import tensorflow' 2>/dev/null; then
     die "tensorflow is importable in the agent venv"
   fi
   rm -rf "$venv"
@@ -186,8 +207,8 @@ build_app
 
 if [ "$CHECK" = 1 ]; then
   if [ "$PLATFORM" = native ]; then
-    [ "$ONLY" = coordinator ] || check_install fed-agent "$OUT/agent" \
-      fed_common,fedapp.client_app,tflite_runtime.interpreter fed-agent print-default-config
+    [ "$ONLY" = coordinator ] || check_install "fed-agent[$EXTRA]" "$OUT/agent" \
+      "fed_common,fedapp.client_app,$INTERPRETER_MODULE" fed-agent print-default-config
     [ "$ONLY" = agent ] || check_install fed-coordinator "$OUT/coordinator" \
       fed_common,fedapp.server_app,fed_coordinator.service.coordinator fed-coordinator print-default-config
   else

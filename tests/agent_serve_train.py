@@ -18,7 +18,7 @@ class BlockTensorFlow:
 
 
 sys.meta_path.insert(0, BlockTensorFlow())
-fedapp_dir, data_dir, cache_dir, backbone, trainer = sys.argv[1:6]
+fedapp_dir, data_dir, cache_dir, backbone, trainer = sys.argv[1:6]  # [weights.npz]
 sys.path.insert(0, fedapp_dir)
 
 import numpy as np  # noqa: E402
@@ -32,6 +32,7 @@ from fed_common.node_config import LastTraining, NodeConfig  # noqa: E402
 from fedapp.client_app import app  # noqa: E402
 from fedapp.head import init_head  # noqa: E402
 from fedapp.run_config import TrainConfig  # noqa: E402
+from fedapp.tflite import backend  # noqa: E402
 
 # What flwr-clientapp sets for the task it serves (the message's ids come from it).
 TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 7, 42, 1
@@ -55,7 +56,10 @@ config = ConfigRecord(TrainConfig(
 msg = Message(RecordDict({"arrays": ArrayRecord(start), "config": config}), 42, "train")
 reply = app(msg, context)
 weights = reply.content["arrays"].to_numpy_ndarrays()
+if len(sys.argv) > 6:  # where to keep the trained weights (comparing backends, platforms)
+    np.savez(sys.argv[6], *weights)
 print(json.dumps({
+    "interpreter": backend(),
     "missing_after_ship": missing,
     "shapes": [list(w.shape) for w in weights],
     "changed": bool(any(not np.array_equal(a, b) for a, b in zip(weights, start))),

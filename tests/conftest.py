@@ -45,6 +45,19 @@ needs_shared = pytest.mark.skipif(
     not (WEIGHTS.is_file() and (PHOTOS / "dataset_client1").is_dir()),
     reason=f"needs the shared photos and backbone weights under {SHARED}",
 )
+# The agent's two TFLite backends, each in its own venv (Makefile): the ClientApp and
+# inference tests run under both.
+AGENT_BACKENDS = {"tflite-runtime": REPO / ".venv-agent" / "bin",
+                  "ai-edge-litert": REPO / ".venv-agent-litert" / "bin"}
+
+
+def backend_params() -> list:
+    """pytest params, one per backend venv, skipped (with the reason) where it was not made."""
+    return [pytest.param(name, marks=pytest.mark.skipif(
+        not (bin_dir / "python").exists(), reason=f"needs {bin_dir.parent.name} (made by `make test`)"),
+        id=name) for name, bin_dir in AGENT_BACKENDS.items()]
+
+
 needs_agent_venv = pytest.mark.skipif(
     not AGENT_PYTHON.exists(), reason="needs the agent venv (.venv-agent, made by `make test`)"
 )

@@ -42,7 +42,9 @@ def predict_main(argv: list[str]) -> int:
             continue
         rows.append({"image": image, "label": prediction.label, "score": prediction.confidence})
     if args.json:
-        print(json.dumps({"model_version": model.version, "predictions": rows}))
+        from fedapp.tflite import backend
+
+        print(json.dumps({"model_version": model.version, "interpreter": backend(), "predictions": rows}))
     else:
         for row in rows:
             print(f"{row['image']}\t{row['label']}\t{row['score']:.3f}")

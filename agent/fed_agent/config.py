@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 from fed_common.config import (LABEL_PATTERN, NAME_PATTERN, STRICT, ConfigError, LoggingSection, check_host_port,
                                load_model, non_empty_path, sample_yaml, unique_labels)
+from fed_common.pi_health import DEFAULT_MAX_TEMP_C, THERMAL_DIR, THROTTLED_FILE
 from fed_common.store import UNLABELED, StoreLayout
 from pydantic import BaseModel, Field, StringConstraints, ValidationInfo, field_validator
 
@@ -213,6 +214,21 @@ class ReviewSection(BaseModel):
 Label = Annotated[str, StringConstraints(pattern=LABEL_PATTERN)]
 
 
+class TrainingSection(BaseModel):
+    model_config = STRICT
+    max_temp_c: float = Field(DEFAULT_MAX_TEMP_C, ge=40, le=110, description="A train message arriving at or "
+                              "above this CPU temperature (°C) is declined; the firmware throttles from 80-85.")
+
+
+class HealthSection(BaseModel):
+    """Where the Pi's health is read; the defaults are a Pi's own files (tests point elsewhere)."""
+
+    model_config = STRICT
+    thermal_dir: Path = Field(THERMAL_DIR, description="Folder of thermal_zone*/temp (millidegrees).")
+    throttled_file: Path = Field(THROTTLED_FILE, description="Firmware get_throttled file, read when "
+                                 "`vcgencmd` is not on PATH.")
+
+
 def not_the_unlabeled_folder(labels: list[str]) -> list[str]:
     """inbox/unlabeled/ holds images without a label: no class may have that name."""
     if UNLABELED in labels:
@@ -238,6 +254,9 @@ class AgentConfig(BaseModel):
                                       description="What becomes of images without a label (inbox/unlabeled/).")
     review: ReviewSection = Field(default_factory=ReviewSection,
                                   description="The review page (`fed-agent review`).")
+    training: TrainingSection = Field(default_factory=TrainingSection, description="Train messages.")
+    health: HealthSection = Field(default_factory=HealthSection,
+                                description="Where Pi health is read (a Pi's own files; tests point elsewhere).")
     labels: list[Label] = Field(default_factory=lambda: ["head", "hardhat"], min_length=2,
                                 description="Class names (2 or more, unique); one inbox folder each.")
     logging: LoggingSection = Field(default_factory=LoggingSection, description="Log output.")

@@ -32,6 +32,7 @@ from .heartbeat import HeartbeatSender
 from .inbox import Inbox
 from .inference import FiledImage, field_inference, running_classifier
 from .model_updater import model_updater
+from .pi_monitor import PiMonitor
 from .pseudo_labels import PseudoLabeler, labeling_policy
 from .store_writer import IndexBusy
 from .supervisor import SuperNodeSupervisor
@@ -80,6 +81,7 @@ class Agent:
                            max_bytes=cfg.inbox.max_bytes, test_fraction=cfg.inbox.test_fraction,
                            settle_seconds=cfg.inbox.settle_seconds, max_pixels=cfg.inbox.max_pixels)
         self.probe = ReachabilityProbe(cfg.coordinator.superlink)
+        self.pi = PiMonitor(cfg, self.supervisor.status_file)
         self.started = time.monotonic()  # uptime must not jump when NTP sets the clock
         self.counts: dict = self.inbox.counts()
         self._lock = threading.Lock()
@@ -127,7 +129,8 @@ class Agent:
             running_model=self.models.status() if self.models else None,
             field=self.field_summary(),
             camera=self.camera.status() if self.camera else None,
-            **system_snapshot(Path(self.cfg.agent.state_dir)),
+            pi_health=self.pi.health(),
+            **system_snapshot(Path(self.cfg.agent.state_dir), self.cfg.health.thermal_dir),
         )
 
     def field_summary(self) -> Optional[FieldSummary]:
@@ -164,6 +167,9 @@ class Agent:
             parts[-1] += f", {without_label} unlabeled ({c['pseudo']} pseudo, {c['review']} to review)"
         if self.inference is not None:
             parts.append(self._field_status())
+        pi_problems, temperature = self.pi.status()  # problems first, like the disk's and the camera's
+        parts[0:0] = pi_problems
+        parts += [temperature] if temperature else []
         if self.camera is not None:
             camera = self.camera.status()
             if camera.state == "failing":  # first, with the disk: a blind camera is what a site must see

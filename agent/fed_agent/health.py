@@ -13,10 +13,10 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from fed_common import pi_health
 from fed_common.heartbeat import Memory
 
-THERMAL = Path("/sys/class/thermal")
-TEMPERATURE_RANGE_C = (-100.0, 200.0)  # the model's bounds; outside them a sensor is broken
+THERMAL = pi_health.THERMAL_DIR  # health.thermal_dir in the agent's config
 
 
 def disk_free_bytes(path: Path) -> int | None:
@@ -38,16 +38,9 @@ def memory() -> Memory:
     return Memory(total_bytes=fields.get("MemTotal"), available_bytes=fields.get("MemAvailable"))
 
 
-def cpu_temperature_c() -> float | None:
+def cpu_temperature_c(thermal_dir: Path = THERMAL) -> float | None:
     """The SoC temperature on a Pi (thermal_zone0); None where the host has no sane sensor."""
-    low, high = TEMPERATURE_RANGE_C
-    for zone in sorted(THERMAL.glob("thermal_zone*")):
-        try:
-            celsius = int((zone / "temp").read_text().strip()) / 1000.0
-        except (OSError, ValueError):
-            continue
-        return celsius if low <= celsius <= high else None
-    return None
+    return pi_health.cpu_temperature_c(thermal_dir)
 
 
 def load_average() -> list[float]:
@@ -68,12 +61,12 @@ def rss_bytes(pid: int | None = None) -> int | None:
     return None
 
 
-def system_snapshot(state_dir: Path) -> dict[str, Any]:
+def system_snapshot(state_dir: Path, thermal_dir: Path = THERMAL) -> dict[str, Any]:
     """The host fields of a Heartbeat, as keyword arguments for it."""
     return {
         "disk_free_bytes": disk_free_bytes(state_dir),
         "memory": memory(),
         "load": load_average(),
-        "cpu_temperature_c": cpu_temperature_c(),
+        "cpu_temperature_c": cpu_temperature_c(thermal_dir),
         "agent_rss_bytes": rss_bytes(),
     }

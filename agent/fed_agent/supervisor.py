@@ -21,6 +21,8 @@ from fed_common.logs import emit_raw
 from fed_common.node_config import NodeConfig
 from fed_common.store import StoreLayout
 
+from .pi_monitor import decline_file
+
 BIN_DIR = Path(sys.executable).parent
 STABLE_SECONDS = 60.0
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
@@ -60,7 +62,9 @@ class SuperNodeSupervisor:
         """The --node-config string, from the same NodeConfig model the ClientApp parses."""
         c = self.cfg
         return NodeConfig(data_dir=c.data_dir, cache_dir=c.cache_dir, agent_name=c.agent.name,
-                          status_file=self.status_file).to_flwr()
+                          status_file=self.status_file, max_temp_c=c.training.max_temp_c,
+                          thermal_dir=c.health.thermal_dir, throttled_file=c.health.throttled_file,
+                          decline_file=decline_file(self.status_file)).to_flwr()
 
     def command(self) -> list[str]:
         c = self.cfg

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from .config import LABEL_PATTERN, NAME_PATTERN
 from .node_config import LastTraining
+from .pi_health import PiHealth
 
 SCHEMA_VERSION = 1
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True, frozen=True)
@@ -156,6 +157,7 @@ class Heartbeat(BaseModel):
         default_factory=list)
     cpu_temperature_c: Optional[Annotated[float, Field(ge=-100, le=200)]] = None
     agent_rss_bytes: Optional[Bytes] = None
+    pi_health: Optional[PiHealth] = None  # firmware throttling bits, training limit, last decline
 
     @classmethod
     def from_stored(cls, text: str | bytes | None) -> Optional["Heartbeat"]:

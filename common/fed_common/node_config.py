@@ -18,7 +18,8 @@ from .files import atomic_write
 
 # node-config key -> NodeConfig field
 _KEYS = {"data-dir": "data_dir", "cache-dir": "cache_dir", "agent-name": "agent_name",
-         "status-file": "status_file"}
+         "status-file": "status_file", "max-temp-c": "max_temp_c", "thermal-dir": "thermal_dir",
+         "throttled-file": "throttled_file", "decline-file": "decline_file"}
 
 
 class NodeConfig(BaseModel):
@@ -27,6 +28,12 @@ class NodeConfig(BaseModel):
     cache_dir: Path = Field(description="artifacts and embeddings")
     agent_name: str = Field(min_length=1, max_length=63)
     status_file: Optional[Path] = Field(None, description="where the ClientApp writes LastTraining")
+    # Pi health (fed_common.pi_health): a train message is declined at or above max_temp_c
+    # (None: no limit) or under-voltage now; the paths are the agent's, tests point them elsewhere.
+    max_temp_c: Optional[float] = Field(None, ge=0, le=200, description="training.max_temp_c")
+    thermal_dir: Optional[Path] = Field(None, description="where thermal_zone*/temp are (/sys/class/thermal)")
+    throttled_file: Optional[Path] = Field(None, description="the firmware's sysfs get_throttled file")
+    decline_file: Optional[Path] = Field(None, description="where the ClientApp writes the last Decline")
 
     def to_flwr(self) -> str:
         """The --node-config string: key="value" pairs (values may not contain quotes)."""

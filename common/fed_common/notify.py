@@ -18,8 +18,13 @@ class Notifier:
         self._last_status = None
 
     def _send(self, text: str) -> None:
+        """As UTF-8, which systemd reads: sdnotify encodes latin-1 and silently drops a
+        message it cannot encode (a STATUS line with `°C` or a non-latin file name)."""
         if self._n is not None:
-            self._n.notify(text)
+            try:
+                self._n.socket.sendall(text.encode("utf-8", errors="replace"))
+            except OSError:  # as sdnotify: no systemd listening must not stop the daemon
+                pass
 
     def ready(self) -> None:
         self._send("READY=1")

@@ -73,6 +73,7 @@ MIGRATIONS = [
     """
     ALTER TABLE rounds ADD COLUMN agents TEXT NOT NULL DEFAULT '[]';
     """,
+    "ALTER TABLE rounds ADD COLUMN declines TEXT NOT NULL DEFAULT '[]';",  # 6: who declined a round, why
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -193,11 +194,12 @@ class State:
         agents = [{"agent": p.get("agent"), "examples": p.get("num-examples"), "human": p.get("human-examples"),
                    "pseudo": p.get("pseudo-examples")} for p in event.get("participants", [])]
         self._tx("INSERT OR REPLACE INTO rounds(campaign_id, round, server_accuracy, server_loss, participants, "
-                 "bytes_down, bytes_up, time, failures, agents) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
+                 "bytes_down, bytes_up, time, failures, agents, declines) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (
                      cid, event["round"], event.get("server_accuracy"), event.get("server_loss"),
                      len(event.get("participants", [])), event.get("bytes_down_per_agent"),
                      event.get("bytes_up_per_agent"), event.get("time"),
-                     json.dumps(event.get("failures", [])), json.dumps(agents)))
+                     json.dumps(event.get("failures", [])), json.dumps(agents),
+                     json.dumps(event.get("declines") or [])))
 
     def campaigns(self, limit: int = 50) -> list[dict]:
         rows = self._all("SELECT * FROM campaigns ORDER BY started_at DESC LIMIT ?", (limit,))
@@ -207,6 +209,7 @@ class State:
             for rnd in row["rounds"]:
                 rnd["failures"] = json.loads(rnd["failures"] or "[]")
                 rnd["agents"] = json.loads(rnd["agents"] or "[]")
+                rnd["declines"] = json.loads(rnd["declines"] or "[]")
         return rows
 
     def running_campaign(self) -> dict | None:

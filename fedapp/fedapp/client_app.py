@@ -11,6 +11,11 @@ embeddings through the same cache, the pseudo label as target, `pseudo_label_wei
 loss); the local test set is the human-labeled test split only. The reply says how many of
 each it used (`human-examples`, `pseudo-examples`), and `num-examples`, FedAvg's weight, is
 `example_count` of the two (fedapp.example_count), which the ServerApp checks.
+
+A train message arriving while the Pi is under-voltage now or at/above `training.max_temp_c`
+(the agent passes it and the paths to read in NodeConfig) is declined before any work: the
+reply is a `declined` record with the reason, which the ServerApp counts as declined, not
+failed, and the Decline is written to the agent's `decline-file` for its heartbeat.
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 import numpy as np
+from fed_common import pi_health
 from fed_common.node_config import LastTraining, NodeConfig
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
@@ -94,11 +100,30 @@ def training_set(node: NodeConfig, cfg: TrainConfig, cache: EmbeddingCache, log)
                        len(y), len(y_pseudo), x_test, y_test, skipped)
 
 
+def health_decline(node: NodeConfig, cfg: TrainConfig) -> Optional[pi_health.Decline]:
+    """Why this Pi must not train now (read here, in this process, when the message arrives)."""
+    firmware = pi_health.read_throttled(node.throttled_file or pi_health.THROTTLED_FILE)
+    health = firmware.model_copy(update={"max_temp_c": node.max_temp_c})
+    celsius = pi_health.cpu_temperature_c(node.thermal_dir or pi_health.THERMAL_DIR)
+    return pi_health.decline(health, celsius, cfg.campaign, cfg.server_round)
+
+
+def _declined_reply(msg: Message, node: NodeConfig, declined: pi_health.Decline, log) -> Message:
+    log.warning("train_declined", reason=declined.reason)
+    if node.decline_file is not None:
+        declined.write(node.decline_file)
+    reply = ConfigRecord({"agent": node.agent_name, "reason": declined.reason})
+    return Message(RecordDict({"declined": reply}), reply_to=msg)
+
+
 @app.train()
 def train(msg: Message, context: Context) -> Message:
     node = NodeConfig.from_flwr(context.node_config)
     cfg = TrainConfig.from_record(msg.content["config"])
     log = get_logger(agent=node.agent_name, run=context.run_id, round=cfg.server_round)
+    declined = health_decline(node, cfg)
+    if declined is not None:
+        return _declined_reply(msg, node, declined, log)
     store = ArtifactStore(node.cache_dir)
     backbone = store.require(cfg.backbone_sha)
     trainer_path = store.require(cfg.trainer_sha)

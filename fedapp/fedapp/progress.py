@@ -69,6 +69,11 @@ class NodeFailure(BaseModel):
     reason: str = Field(max_length=500)
 
 
+class NodeDecline(NodeFailure):
+    """A node that declined the train message for its own health (a Pi too hot or
+    under-voltage now, fed_common.pi_health): not a failure, it trains again when it is well."""
+
+
 class StartedEvent(_Event):
     event: Literal["started"] = "started"
     nodes: int = Field(ge=0, description="nodes the campaign started with")
@@ -87,6 +92,8 @@ class RoundEvent(_Event):
     participants: list[Participant] = Field(default_factory=list)
     failures: list[NodeFailure] = Field(default_factory=list, description="who failed and why")
     failed: Optional[int] = Field(None, ge=0, description="nodes that replied with an error or were rejected")
+    declines: Optional[list[NodeDecline]] = Field(None, description="who declined to train and why")
+    declined: Optional[int] = Field(None, ge=0, description="nodes that declined (too hot, under-voltage)")
     timed_out: Optional[int] = Field(None, ge=0, description="nodes that did not reply in time")
     bytes_up_per_agent: Optional[int] = Field(None, ge=0)
 

@@ -4,7 +4,9 @@ Flower's FedAvg samples nodes with a loop that waits forever for `min_available_
 a Pi that dies mid-campaign would then hold the nightly run hostage. Here the wait for
 nodes is bounded, a round ends at its timeout with whatever replies came in, every reply
 is checked before it counts (aggregation.py), and a round with fewer good replies than
-required fails the campaign with a reason. What happened to each node is kept per round
+required fails the campaign with a reason. A node that declines a train message for its
+health (a `declined` record: too hot, under-voltage) is counted apart, as declined, never as
+failed: the round goes on with the others. What happened to each node is kept per round
 (`RoundLedger`) for the progress events.
 """
 
@@ -21,7 +23,7 @@ from pydantic import ValidationError
 
 from .aggregation import (Aggregation, ArraySpec, CheckedReply, PseudoLabelUse, ReplyRejected, aggregate,
                           array_specs, check_reply)
-from .progress import NodeFailure, Participant
+from .progress import NodeDecline, NodeFailure, Participant
 
 
 class CampaignError(RuntimeError):
@@ -57,14 +59,16 @@ class RoundLedger:
     sent: dict[str, ArraySpec]
     participants: list[Participant] = field(default_factory=list)
     failures: list[NodeFailure] = field(default_factory=list)
+    declines: list[NodeDecline] = field(default_factory=list)
     timed_out: int = 0
 
     def event_fields(self) -> dict:
         """The RoundEvent fields (progress.py) this ledger knows."""
         fields = {"sent_to": self.sent_to, "bytes_down_per_agent": self.bytes_down_per_agent}
-        if self.participants or self.failures:
+        if self.participants or self.failures or self.declines:
             fields.update(participants=self.participants, failures=self.failures,
-                          failed=len(self.failures), timed_out=self.timed_out,
+                          failed=len(self.failures), declines=self.declines, declined=len(self.declines),
+                          timed_out=self.timed_out,
                           bytes_up_per_agent=max((p.bytes_up for p in self.participants), default=0))
         return fields
 
@@ -101,6 +105,9 @@ class DeadlineFedAvg(FedAvg):
         for m in replies:
             agent = _agent_of(m)
             reason = m.error.reason if m.has_error() else None
+            if reason is None and "declined" in m.content.config_records:
+                self._declined(server_round, ledger, m, agent)
+                continue
             if reason is None:
                 try:
                     checked = check_reply(m.content, ledger.sent, self.max_examples, self.pseudo)
@@ -120,9 +127,17 @@ class DeadlineFedAvg(FedAvg):
         if len(good) < self.min_completed:
             raise CampaignError(
                 f"round {server_round}: {len(good)} node(s) completed training, need "
-                f"{self.min_completed} ({len(ledger.failures)} failed, {ledger.timed_out} timed out)"
-                + "".join(f"; {f.agent}: {f.reason}" for f in ledger.failures[:3]))
+                f"{self.min_completed} ({len(ledger.failures)} failed, {len(ledger.declines)} declined, "
+                f"{ledger.timed_out} timed out)"
+                + "".join(f"; {f.agent}: {f.reason}" for f in ledger.failures[:3])
+                + "".join(f"; {d.agent} declined: {d.reason}" for d in ledger.declines[:3]))
         return aggregate(good, self.aggregation, self.trim_fraction)
+
+    def _declined(self, server_round: int, ledger: RoundLedger, m: Message, agent: str) -> None:
+        reason = str(m.content.config_records["declined"].get("reason", "")).strip() or "no reason given"
+        ledger.declines.append(NodeDecline(agent=agent, node_id=m.metadata.src_node_id, reason=reason[:500]))
+        self.log.warning("node_declined", round=server_round, agent=agent, node=m.metadata.src_node_id,
+                         reason=reason[:500])
 
     def _participant(self, server_round: int, m: Message, agent: str) -> Participant:
         """The reply as a Participant (its metrics typed); ReplyRejected when they do not fit."""
@@ -145,8 +160,9 @@ class DeadlineFedAvg(FedAvg):
 
 def _agent_of(m: Message) -> str:
     """The agent name the node gives (bounded; it is the node's word), else its node id."""
-    if m.has_content() and "info" in m.content.config_records:
-        name = str(m.content.config_records["info"].get("agent", "")).strip()
-        if name:
-            return name[:64]
+    for record in ("info", "declined"):
+        if m.has_content() and record in m.content.config_records:
+            name = str(m.content.config_records[record].get("agent", "")).strip()
+            if name:
+                return name[:64]
     return str(m.metadata.src_node_id)

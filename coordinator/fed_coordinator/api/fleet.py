@@ -20,6 +20,7 @@ from typing import Any, Callable, Optional
 from fed_common.heartbeat import Heartbeat
 
 from fed_coordinator.api.field_history import FieldView, field_view
+from fed_coordinator.api.pi_health_view import pi_health_json, pi_problems
 from fed_coordinator.config import MonitoringSection
 from fed_coordinator.state import State
 
@@ -92,6 +93,7 @@ class AgentRow:
     def problems(self) -> list[str]:
         """What the agent reports wrong, and the drift the coordinator sees in its field numbers."""
         found = [self.problem] if self.problem else []
+        found += pi_problems(self.heartbeat)  # under-voltage, too hot, a declined train message
         if self.drifting:
             found.append(f"DRIFT {self.field_view.drift.reason}")
         return found
@@ -120,8 +122,10 @@ class AgentRow:
             "disk_full": beat.disk_full if beat else None,
             "store_error": beat.store_error if beat else None,
             "problem": self.problem,
+            "problems": self.problems,
             "running_model": beat.running_model.model_dump() if beat and beat.running_model else None,
             "cpu_temperature_c": beat.cpu_temperature_c if beat else None,
+            "pi_health": pi_health_json(beat),
             "field": self.field_view.to_json() if self.field_view else None,
         }
 

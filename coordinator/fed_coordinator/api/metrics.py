@@ -15,6 +15,7 @@ import time
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
 from fed_coordinator.api.fleet import AgentRow, fleet_view
+from fed_coordinator.api.pi_health_view import pi_health_gauges
 from fed_coordinator.config import MonitoringSection
 from fed_coordinator.state import State
 
@@ -61,6 +62,7 @@ def metrics_text(state: State, online_after: float, monitoring: MonitoringSectio
         for status, count in (agent.image_status or {}).items():
             images.labels(agent.name, status).set(count)
     _field_gauges(reg, fleet)
+    pi_health_gauges(reg, fleet)
     campaigns = state.campaigns(1000)
     outcomes = Counter("fed_campaigns", "Campaigns by outcome", ["status"], registry=reg)
     for c in campaigns:

@@ -23,6 +23,7 @@ from typing import Optional
 
 from fed_coordinator.api.field_history import HourPoint, hourly_low_confidence
 from fed_coordinator.api.fleet import AgentRow, fleet_view, labels_used
+from fed_coordinator.api.pi_health_view import declined_text
 from fed_coordinator.config import MonitoringSection
 from fed_coordinator.state import State
 
@@ -177,7 +178,8 @@ def render_status_page(fleet: list[AgentRow], campaigns: list[dict], models: lis
     camp_rows = "".join(
         f'<tr><td>{esc(c["id"])}</td><td>{esc(c["trigger"])}</td><td>{esc(c["status"])}</td>'
         f'<td>{esc(c["reason"] or "")}</td><td>{_version(c["model_version"])}</td>'
-        f'<td class="labels">{esc(_last_round_labels(c))}</td></tr>' for c in campaigns)
+        f'<td class="labels">{esc(_last_round_labels(c))}</td>'
+        f'<td class="declined">{esc(declined_text(c.get("rounds") or []) or "-")}</td></tr>' for c in campaigns)
     def score(m: dict) -> str:
         return "-" if m["score"] is None else f"{m['score']:.3f}"
 
@@ -195,7 +197,7 @@ def render_status_page(fleet: list[AgentRow], campaigns: list[dict], models: lis
 <th>low-confidence share per hour</th><th>problem</th></tr>{"".join(rows)}</table>
 <h2>Server accuracy per round</h2>{accuracy_chart(campaigns)}
 <h2>Campaigns</h2><table id="campaigns"><tr><th>id</th><th>trigger</th><th>status</th><th>reason</th><th>model</th>
-<th>trained on (last round)</th></tr>{camp_rows}</table>
+<th>trained on (last round)</th><th>declined</th></tr>{camp_rows}</table>
 <h2>Models</h2><table id="models"><tr><th>version</th><th>status</th><th>score</th><th>reason</th></tr>{model_rows}</table>
 </body></html>"""
 

@@ -10,6 +10,7 @@ import json
 import time
 
 from fed_coordinator.api.fleet import labels_used
+from fed_coordinator.api.pi_health_view import declined_text
 from fed_coordinator.fedctl.common import open_state, output, printable, when
 
 
@@ -23,8 +24,9 @@ def cmd_campaigns(args) -> int:
         r["rounds_done"] = len(r["rounds"])
         r["accuracy"] = r["rounds"][-1]["server_accuracy"] if r["rounds"] else None
         r["labels"] = labels_used(r["rounds"][-1].get("agents", [])) if r["rounds"] else None
+        r["declined"] = declined_text(r["rounds"])
     return output(args, {"campaigns": rows}, rows, ["id", "trigger", "status", "started", "rounds_done",
-                                                    "accuracy", "model_version", "labels", "reason"])
+                                                    "accuracy", "model_version", "labels", "declined", "reason"])
 
 
 def _follow(st, args) -> int:
@@ -50,9 +52,10 @@ def _follow(st, args) -> int:
 
 def _round_line(r: dict) -> str:
     """`round 2: server accuracy 0.963 (2 agents: pi-1 24 human + 10 pseudo, pi-2 30 human + 0
-    pseudo; failed: pi-3: reply rejected: ...)`."""
+    pseudo; failed: pi-3: reply rejected: ...; pi-4 declined: 84.0 °C >= training.max_temp_c 80.0)`."""
     failed = "; ".join(f"{f['agent']}: {f['reason']}" for f in r.get("failures") or [])
+    declined = "; ".join(f"{d['agent']} declined: {d['reason']}" for d in r.get("declines") or [])
     used = labels_used(r.get("agents") or [])
     return printable(f"round {int(r['round'])}: server accuracy {r['server_accuracy']:.3f} "
                      f"({int(r['participants'])} agents" + (f": {used}" if used else "")
-                     + (f"; failed: {failed}" if failed else "") + ")")
+                     + (f"; failed: {failed}" if failed else "") + (f"; {declined}" if declined else "") + ")")

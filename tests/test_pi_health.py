@@ -178,3 +178,26 @@ def test_the_campaign_record_keeps_who_declined_and_why(tmp_path):
     state.round_recorded("c-1", {"round": 2, "server_accuracy": 0.9, "participants": [{}]})  # an older ServerApp's
     rounds = state.campaigns()[0]["rounds"]
     assert [r["declines"] for r in rounds] == [[decline], []] and rounds[0]["failures"] == []
+
+
+def test_the_gauges_say_each_condition_now_and_since_boot():
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from fed_coordinator.api.pi_health_view import pi_health_gauges
+
+    def row(name: str, health: PiHealth | None, celsius: float | None) -> AgentRow:
+        beat = Heartbeat(agent=name, version="0.1.0", uptime_seconds=1.0, cpu_temperature_c=celsius,
+                         supernode={"state": "connected"}, pi_health=health)
+        return AgentRow(name=name, online=True, heartbeat_age_seconds=1.0, address=None, heartbeat=beat)
+
+    reg = CollectorRegistry()
+    pi_health_gauges(reg, [row("pi-a", PiHealth(throttled=0x50005, max_temp_c=80.0), 82.3),
+                           row("pi-x", PiHealth(), None), row("old", None, 40.0)])
+    text = generate_latest(reg).decode()
+    for condition, when, value in (("under-voltage", "now", 1), ("throttled", "since_boot", 1),
+                                   ("arm frequency capped", "now", 0), ("soft temperature limit", "since_boot", 0)):
+        assert f'fed_agent_pi_condition{{agent="pi-a",condition="{condition}",when="{when}"}} {value}.0' in text
+    assert 'fed_agent_cpu_temperature_celsius{agent="pi-a"} 82.3' in text
+    assert 'fed_agent_cpu_temperature_celsius{agent="old"} 40.0' in text
+    assert 'agent="pi-x",condition' not in text  # no firmware interface: no bits, rather than zeros
+    assert 'fed_agent_training_declined{agent="pi-x"} 0.0' in text and 'declined{agent="old"}' not in text

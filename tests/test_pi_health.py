@@ -17,7 +17,7 @@ from fed_common.pi_health import Decline, PiHealth, read_throttled
 from flwr.app import ConfigRecord, Message, RecordDict
 
 from fed_coordinator.api.fleet import AgentRow
-from fed_coordinator.api.pi_health_view import declined_text
+from fed_coordinator.api.pi_health_view import declined_text, readings
 from fedapp.client_app import health_decline
 from fedapp.run_config import TrainConfig
 from fedapp.strategy import CampaignError, DeadlineFedAvg, RoundLedger
@@ -66,6 +66,7 @@ def test_a_hanging_or_failing_vcgencmd_is_bounded_and_said(tmp_path, monkeypatch
     health = read_throttled(NO_SYSFS, timeout=0.5)
     assert time.monotonic() - started < 5
     assert (health.throttled, health.error) == (None, "vcgencmd get_throttled timed out after 0.5 s")
+    assert health.problems(None) == ["throttling unknown: vcgencmd get_throttled timed out after 0.5 s"]
     broken = FakeVcgencmd(tmp_path / "broken")
     broken.output.write_text("VCHI initialization failed\n")
     monkeypatch.setenv("PATH", broken.path_env())
@@ -166,6 +167,8 @@ def test_the_fleet_view_says_the_pis_problems_in_words():
     shown = row.to_json()["pi_health"]
     assert shown["throttled_hex"] == "0x50005" and shown["now"] == ["under-voltage", "throttled"]
     assert pi_health.DEFAULT_MAX_TEMP_C == 80.0
+    assert readings(beat) == "82.3 °C" and readings(beat.model_copy(update={"disk_free_bytes": 12_345_678_901})) \
+        == "82.3 °C, SD 12.3 GB free"
 
 
 def test_the_campaign_record_keeps_who_declined_and_why(tmp_path):

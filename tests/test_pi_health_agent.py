@@ -7,6 +7,7 @@ notify socket the test owns, as systemd would get it. When the Pi recovers, both
 
 from __future__ import annotations
 
+import re
 import time
 
 import pytest
@@ -51,6 +52,7 @@ def test_under_voltage_and_heat_in_the_heartbeat_and_status_line(pi):
     status = _status(notify, 0, "UNDER-VOLTAGE")
     assert status.startswith("STATUS=UNDER-VOLTAGE now, THROTTLED now (throttled=0x50005); "
                              "82.3 °C >= training.max_temp_c 80.0; reconnecting to 127.0.0.1:"), status
+    assert re.search(r"; SD [0-9]+\.[0-9] GB free(;|$)", status), status  # the heat is said first, not twice
     body = _beat(beats, 0, lambda b: b.get("pi_health"))
     assert body["pi_health"] == {"throttled": 0x50005, "source": "vcgencmd", "error": None, "max_temp_c": 80.0,
                                  "last_decline": None}
@@ -62,6 +64,7 @@ def test_under_voltage_and_heat_in_the_heartbeat_and_status_line(pi):
     since = time.monotonic()
     status = _status(notify, since, "under-voltage since boot")  # the bits are re-read every 10 s
     assert status.startswith("STATUS=under-voltage since boot (throttled=0x50000); reconnecting to"), status
-    assert status.endswith("; 51.2 °C") and "UNDER-VOLTAGE" not in status and ">= training.max_temp_c" not in status
+    assert re.search(r"; 51\.2 °C, SD [0-9]+\.[0-9] GB free(;|$)", status), status  # the readings last
+    assert "UNDER-VOLTAGE" not in status and ">= training.max_temp_c" not in status
     body = _beat(beats, since, lambda b: b["cpu_temperature_c"] == 51.2 and b["pi_health"]["throttled"] == 0x50000)
     assert Heartbeat.model_validate(body).pi_health.problems(51.2) == ["under-voltage since boot (throttled=0x50000)"]

@@ -167,9 +167,9 @@ class Agent:
             parts[-1] += f", {without_label} unlabeled ({c['pseudo']} pseudo, {c['review']} to review)"
         if self.inference is not None:
             parts.append(self._field_status())
-        pi_problems, temperature = self.pi.status()  # problems first, like the disk's and the camera's
+        pi_problems, readings = self.pi.status()  # problems first, like the disk's and the camera's
         parts[0:0] = pi_problems
-        parts += [temperature] if temperature else []
+        parts += [readings] if readings else []
         if self.camera is not None:
             camera = self.camera.status()
             if camera.state == "failing":  # first, with the disk: a blind camera is what a site must see

@@ -14,7 +14,10 @@ from pathlib import Path
 from typing import Optional
 
 from fed_common.node_config import LastTraining
-from fed_common.pi_health import Decline, PiHealth, cpu_temperature_c, read_throttled, temperature_refusal
+from fed_common.pi_health import (Decline, PiHealth, cpu_temperature_c, read_throttled, readings_text,
+                                  temperature_refusal)
+
+from .health import disk_free_bytes
 
 
 def decline_file(status_file: Path) -> Path:
@@ -25,6 +28,7 @@ def decline_file(status_file: Path) -> Path:
 class PiMonitor:
     def __init__(self, cfg, status_file: Path, max_age: float = 10.0, clock=time.monotonic) -> None:
         self.thermal_dir, self.throttled_file = cfg.health.thermal_dir, cfg.health.throttled_file
+        self.state_dir = Path(cfg.agent.state_dir)  # on the SD card
         self.max_temp_c = cfg.training.max_temp_c
         self.status_file, self.decline_file = Path(status_file), decline_file(status_file)
         self.max_age, self.clock = max_age, clock
@@ -52,9 +56,9 @@ class PiMonitor:
         return cpu_temperature_c(self.thermal_dir)
 
     def status(self) -> tuple[list[str], Optional[str]]:
-        """(problems for the front of the STATUS line, the temperature for its end):
-        `(["UNDER-VOLTAGE now (throttled=0x50001)", "84.0 °C >= training.max_temp_c 80.0"], None)`,
-        `([], "51.2 °C")`; a current decline is a problem too."""
+        """(problems for the front of the STATUS line, the readings for its end):
+        `(["UNDER-VOLTAGE now (throttled=0x50001)", "84.0 °C >= training.max_temp_c 80.0"],
+        "SD 12.3 GB free")`, `([], "51.2 °C, SD 12.3 GB free")`; a current decline is a problem too."""
         health, celsius = self.health(), self.temperature()
         hot = temperature_refusal(celsius, health.max_temp_c) is not None  # then it is a problem already
-        return health.problems(celsius), (f"{celsius:.1f} °C" if celsius is not None and not hot else None)
+        return health.problems(celsius), readings_text(None if hot else celsius, disk_free_bytes(self.state_dir))

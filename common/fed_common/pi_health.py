@@ -77,7 +77,7 @@ class PiHealth(BaseModel):
         """In words, worst first: `UNDER-VOLTAGE now, THROTTLED now (throttled=0x50005)`,
         `under-voltage since boot (throttled=0x10000)`, `82.3 °C >= training.max_temp_c 80.0`,
         and the last decline (`declined training (c-1 round 2): ...`) until a round trains."""
-        found = []
+        found = [f"throttling unknown: {self.error}"] if self.error else []
         if self.now:
             found.append(", ".join(f"{name.upper()} now" for name in self.now) + f" ({self.hex})")
         elif "under-voltage" in self.since_boot:  # the SD card may have suffered: worth a look
@@ -167,6 +167,13 @@ def cpu_temperature_c(thermal_dir: Path = THERMAL_DIR) -> Optional[float]:
             continue
         return celsius if low <= celsius <= high else None
     return None
+
+
+def readings_text(celsius: Optional[float], free_bytes: Optional[int]) -> Optional[str]:
+    """`51.2 °C, SD 12.3 GB free` (either part alone when the other is unknown; None: neither)."""
+    parts = [f"{celsius:.1f} °C"] if celsius is not None else []
+    parts += [f"SD {free_bytes / 1e9:.1f} GB free"] if free_bytes is not None else []
+    return ", ".join(parts) or None
 
 
 def temperature_refusal(celsius: Optional[float], max_temp_c: Optional[float]) -> Optional[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from fed_common.heartbeat import Heartbeat
-from fed_common.pi_health import CONDITIONS
+from fed_common.pi_health import CONDITIONS, readings_text
 from prometheus_client import CollectorRegistry, Gauge
 
 
@@ -20,6 +20,11 @@ def pi_problems(beat: Optional[Heartbeat]) -> list[str]:
     if beat is None or beat.pi_health is None:
         return []
     return beat.pi_health.problems(beat.cpu_temperature_c)
+
+
+def readings(beat: Optional[Heartbeat]) -> Optional[str]:
+    """`51.2 °C, SD 12.3 GB free` for fedctl fleet's `health` column."""
+    return readings_text(beat.cpu_temperature_c, beat.disk_free_bytes) if beat else None
 
 
 def pi_health_json(beat: Optional[Heartbeat]) -> Optional[dict[str, Any]]:

@@ -29,12 +29,13 @@ def monitoring_settings(args):
 
 def cmd_fleet(args) -> int:
     from fed_coordinator.api.fleet import fleet_view
+    from fed_coordinator.api.pi_health_view import readings
 
     fleet = fleet_view(open_state(args), 180, monitoring=monitoring_settings(args))
     rows = [{**agent.to_json(), "state": "online" if agent.online else "offline",
              "images": agent.images_text, "last_seen_s": agent.heartbeat_age_seconds,
              "model": agent.model_detail, "field": agent.field_view.text() if agent.field_view else None,
-             "problem": "; ".join(agent.problems) or None} for agent in fleet]
-    columns = ["name", "state", "last_seen_s", "supernode_state", "images", "model", "field", "version",
+             "health": readings(agent.heartbeat), "problem": "; ".join(agent.problems) or None} for agent in fleet]
+    columns = ["name", "state", "last_seen_s", "supernode_state", "images", "model", "field", "health", "version",
                "address", "problem"]
     return output(args, {"agents": [agent.to_json() for agent in fleet]}, rows, columns)

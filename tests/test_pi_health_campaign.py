@@ -74,12 +74,14 @@ def test_a_hot_pi_declines_and_the_campaign_completes_with_the_other(fleet):
     agents = wait_for(lambda: {a["name"]: a for a in fleet.fedctl("fleet")["agents"]
                                if a["name"] != "pi-b" or (a["pi_health"] or {}).get("last_decline")}, 30,
                       what="pi-b's heartbeat with its decline")
-    assert len(agents) == 2 and agents["pi-a"]["problems"] == []
-    assert agents["pi-b"]["problems"] == [HOT, declined]
+    assert len(agents) == 2  # (other checks, the clock's, may add their own problems)
+    assert not [p for p in agents["pi-a"]["problems"] if "°C" in p or "declined" in p or "throttl" in p]
+    problems = agents["pi-b"]["problems"]
+    assert HOT in problems and problems.index(declined) == problems.index(HOT) + 1, problems
     assert agents["pi-b"]["pi_health"]["last_decline"]["reason"] == HOT
     assert declined in fedctl(fleet.cfg, "fleet").stdout  # the problem column of the table
     status = [s for s in fleet.sockets["pi-b"].lines("STATUS=") if declined in s]
-    assert status and status[-1].startswith(f"STATUS={HOT}; {declined}; "), status[-1:]
+    assert status and f"{HOT}; {declined}; " in status[-1], status[-1:]
     with urllib.request.urlopen(f"http://127.0.0.1:{fleet.api_port}/metrics", timeout=10) as resp:
         metrics = resp.read().decode()
     assert 'fed_agent_training_declined{agent="pi-b"} 1.0' in metrics

@@ -204,3 +204,18 @@ def test_the_gauges_say_each_condition_now_and_since_boot():
     assert 'fed_agent_cpu_temperature_celsius{agent="old"} 40.0' in text
     assert 'agent="pi-x",condition' not in text  # no firmware interface: no bits, rather than zeros
     assert 'fed_agent_training_declined{agent="pi-x"} 0.0' in text and 'declined{agent="old"}' not in text
+
+
+def test_declines_in_the_follow_line_and_on_the_status_page_are_escaped():
+    from fed_coordinator.api.status_page import render_status_page
+    from fed_coordinator.fedctl.campaigns import _round_line
+
+    decline = {"agent": "pi-b\x1b[2J", "node_id": 12, "reason": "<script>84.0 °C >= training.max_temp_c 80.0"}
+    rnd = {"round": 1, "server_accuracy": 0.9629, "participants": 1, "failures": [], "declines": [decline]}
+    assert _round_line(rnd) == ("round 1: server accuracy 0.963 (1 agents; pi-b\\x1b[2J declined: "
+                                "<script>84.0 °C >= training.max_temp_c 80.0)")
+    campaign = {"id": "c-1", "trigger": "manual", "status": "completed", "reason": "", "model_version": 1,
+                "rounds": [{**rnd, "agents": [], "server_loss": 0.1}]}
+    page = render_status_page([], [campaign], [], None)
+    assert '<td class="declined">pi-b\x1b[2J declined round 1: &lt;script&gt;84.0 °C' in page
+    assert "<script>" not in page

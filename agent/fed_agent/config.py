@@ -17,6 +17,7 @@ from fed_common.pi_health import DEFAULT_MAX_TEMP_C, THERMAL_DIR, THROTTLED_FILE
 from fed_common.store import UNLABELED, StoreLayout
 from pydantic import BaseModel, Field, StringConstraints, ValidationInfo, field_validator
 
+from .clock import ClockSection
 from .review_auth import binding_problem, check_listen_host
 
 __all__ = ["AgentConfig", "ConfigError", "load_config", "default_config_yaml"]
@@ -257,6 +258,8 @@ class AgentConfig(BaseModel):
     training: TrainingSection = Field(default_factory=TrainingSection, description="Train messages.")
     health: HealthSection = Field(default_factory=HealthSection,
                                 description="Where Pi health is read (a Pi's own files; tests point elsewhere).")
+    clock: ClockSection = Field(default_factory=ClockSection,
+                                description="Waiting for a synchronised clock before the SuperNode starts.")
     labels: list[Label] = Field(default_factory=lambda: ["head", "hardhat"], min_length=2,
                                 description="Class names (2 or more, unique); one inbox folder each.")
     logging: LoggingSection = Field(default_factory=LoggingSection, description="Log output.")

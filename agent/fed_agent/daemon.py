@@ -27,6 +27,7 @@ from fed_common.store import UNLABELED, StoreLayout
 
 from . import __version__
 from .capture import Camera
+from .clock import ClockWatch
 from .health import system_snapshot
 from .heartbeat import HeartbeatSender
 from .inbox import Inbox
@@ -81,6 +82,7 @@ class Agent:
                            max_bytes=cfg.inbox.max_bytes, test_fraction=cfg.inbox.test_fraction,
                            settle_seconds=cfg.inbox.settle_seconds, max_pixels=cfg.inbox.max_pixels)
         self.probe = ReachabilityProbe(cfg.coordinator.superlink)
+        self.clock = ClockWatch(cfg.clock, log)  # the SuperNode waits for a synchronised clock
         self.pi = PiMonitor(cfg, self.supervisor.status_file)
         self.started = time.monotonic()  # uptime must not jump when NTP sets the clock
         self.counts: dict = self.inbox.counts()
@@ -91,7 +93,8 @@ class Agent:
         self.heartbeat = HeartbeatSender(cfg.coordinator.heartbeat_url, cfg.heartbeat.token_file,
                                          cfg.heartbeat.interval, cfg.heartbeat.timeout,
                                          self.snapshot, log, ca_file=cfg.coordinator.root_certificates,
-                                         on_reply=self._heartbeat_reply, on_accepted=self._heartbeat_accepted)
+                                         on_reply=self._heartbeat_reply, on_accepted=self._heartbeat_accepted,
+                                         on_date=self.clock.record_reply_date)
         self.models = model_updater(cfg, self.heartbeat, self.supervisor, log, self.classifier)
         self.camera = Camera(cfg.capture, layout.inbox_dir / UNLABELED, log) if cfg.capture.enabled else None
         self.stop_requested = threading.Event()
@@ -129,6 +132,7 @@ class Agent:
             running_model=self.models.status() if self.models else None,
             field=self.field_summary(),
             camera=self.camera.status() if self.camera else None,
+            clock=self.clock.status(),
             pi_health=self.pi.health(),
             **system_snapshot(Path(self.cfg.agent.state_dir), self.cfg.health.thermal_dir),
         )
@@ -170,6 +174,9 @@ class Agent:
         pi_problems, readings = self.pi.status()  # problems first, like the disk's and the camera's
         parts[0:0] = pi_problems
         parts += [readings] if readings else []
+        clock_first, clock_last = self.clock.status_parts()
+        parts[0:0] = clock_first  # a wait or an offset Flower refuses: first
+        parts += clock_last
         if self.camera is not None:
             camera = self.camera.status()
             if camera.state == "failing":  # first, with the disk: a blind camera is what a site must see
@@ -233,7 +240,7 @@ class Agent:
         wd = Notifier.watchdog_seconds()
         tick = min(1.0, wd / 3) if wd else 1.0
         self.ingest()
-        self.supervisor.poll()
+        self._supervise()
         self.probe.start()
         if self.inference is not None:
             self.inference.start()
@@ -247,7 +254,7 @@ class Agent:
                       superlink=self.cfg.coordinator.superlink)
         next_scan = time.monotonic() + self.cfg.inbox.scan_interval
         while not self.stop_requested.wait(tick):
-            self.supervisor.poll()
+            self._supervise()
             if time.monotonic() >= next_scan:
                 self.ingest()
                 next_scan = time.monotonic() + self.cfg.inbox.scan_interval
@@ -261,6 +268,10 @@ class Agent:
                                probe_alive=self.probe.is_alive(),
                                inference_alive=self.inference.healthy() if self.inference else None)
         return self.shutdown()
+
+    def _supervise(self) -> None:
+        if self.clock.may_start_supernode():  # held back while the clock syncs (fed_agent.clock)
+            self.supervisor.poll()
 
     def shutdown(self) -> int:
         self.notifier.stopping()

@@ -9,6 +9,9 @@ The thread must never die: a dead sender stops the watchdog pings and systemd re
 whole agent, SuperNode and all. So a snapshot that cannot be built (a value outside the
 Heartbeat model's bounds, a failing reading) is one failed send, logged, retried with the
 same backoff as an unreachable coordinator.
+
+Each accepted reply's `Date` header goes to `on_date` with the times the request was sent and
+answered: the agent's clock offset against the coordinator (fed_agent.clock).
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 from fed_common.config import format_validation_error
 from fed_common.heartbeat import Heartbeat
@@ -33,13 +36,15 @@ class HeartbeatSender(threading.Thread):
     def __init__(self, url: str, token_file: Path, interval: float, timeout: float,
                  snapshot: Callable[[], Heartbeat], log, ca_file: Path | None = None,
                  on_reply: Callable[[dict], None] = lambda reply: None,
-                 on_accepted: Callable[[Heartbeat], None] = lambda heartbeat: None) -> None:
+                 on_accepted: Callable[[Heartbeat], None] = lambda heartbeat: None,
+                 on_date: Callable[[Optional[str], float, float], None] = lambda date, sent, received: None) -> None:
         super().__init__(name="heartbeat", daemon=True)
         # HTTPS to the coordinator is verified against the fleet's own CA when one is given.
         self.ssl_context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
         self.url, self.token_file = url, Path(token_file)
         self.interval, self.timeout = interval, timeout
         self.snapshot, self.log, self.on_reply, self.on_accepted = snapshot, log, on_reply, on_accepted
+        self.on_date = on_date
         self.stop_event = threading.Event()
         self.sent = 0
         self.failures = 0
@@ -79,9 +84,11 @@ class HeartbeatSender(threading.Thread):
         heartbeat, body = self._build()
         req = urllib.request.Request(self.url, data=body, method="POST", headers={
             "Content-Type": "application/json", "Authorization": f"Bearer {self.read_token()}"})
+        sent_at = time.time()
         try:
             with urllib.request.urlopen(req, timeout=self.timeout, context=self.ssl_context) as resp:
                 reply = resp.read(65536)
+                self.on_date(resp.headers.get("Date"), sent_at, time.time())
         except urllib.error.HTTPError as exc:
             detail = exc.read(500).decode(errors="replace")
             raise RuntimeError(f"HTTP {exc.code} from {self.url}: {detail}") from None

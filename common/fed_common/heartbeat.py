@@ -14,6 +14,7 @@ from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from .clock import ClockStatus
 from .config import LABEL_PATTERN, NAME_PATTERN
 from .node_config import LastTraining
 from .pi_health import PiHealth
@@ -157,6 +158,7 @@ class Heartbeat(BaseModel):
         default_factory=list)
     cpu_temperature_c: Optional[Annotated[float, Field(ge=-100, le=200)]] = None
     agent_rss_bytes: Optional[Bytes] = None
+    clock: Optional[ClockStatus] = None  # synchronised?, offset against the coordinator (fed_common.clock)
     pi_health: Optional[PiHealth] = None  # firmware throttling bits, training limit, last decline
 
     @classmethod

@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 
 from fed_common.heartbeat import Heartbeat
 
+from fed_coordinator.api.clock_view import agent_clock_problems, clock_json
 from fed_coordinator.api.field_history import FieldView, field_view
 from fed_coordinator.api.pi_health_view import pi_health_json, pi_problems
 from fed_coordinator.config import MonitoringSection
@@ -94,6 +95,7 @@ class AgentRow:
         """What the agent reports wrong, and the drift the coordinator sees in its field numbers."""
         found = [self.problem] if self.problem else []
         found += pi_problems(self.heartbeat)  # under-voltage, too hot, a declined train message
+        found += agent_clock_problems(self.heartbeat)  # ahead or behind beyond Flower's limits, unsynchronised
         if self.drifting:
             found.append(f"DRIFT {self.field_view.drift.reason}")
         return found
@@ -126,6 +128,7 @@ class AgentRow:
             "running_model": beat.running_model.model_dump() if beat and beat.running_model else None,
             "cpu_temperature_c": beat.cpu_temperature_c if beat else None,
             "pi_health": pi_health_json(beat),
+            "clock": clock_json(beat),
             "field": self.field_view.to_json() if self.field_view else None,
         }
 

@@ -14,6 +14,7 @@ import time
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
 
+from fed_coordinator.api.clock_view import clock_gauges
 from fed_coordinator.api.fleet import AgentRow, fleet_view
 from fed_coordinator.api.pi_health_view import pi_health_gauges
 from fed_coordinator.config import MonitoringSection
@@ -63,6 +64,7 @@ def metrics_text(state: State, online_after: float, monitoring: MonitoringSectio
             images.labels(agent.name, status).set(count)
     _field_gauges(reg, fleet)
     pi_health_gauges(reg, fleet)
+    clock_gauges(reg, fleet)
     campaigns = state.campaigns(1000)
     outcomes = Counter("fed_campaigns", "Campaigns by outcome", ["status"], registry=reg)
     for c in campaigns:

@@ -20,6 +20,7 @@ import uvicorn
 from fed_common.notify import Notifier
 
 from fed_coordinator.api.app import create_app
+from fed_coordinator.api.clock_view import clock_status_text
 from fed_coordinator.api.fleet import fleet_view
 from fed_coordinator.api.metrics import metrics_text
 from fed_coordinator.campaigns.runner import FEDAPP_DIR, CampaignRunner, new_campaign_id
@@ -105,9 +106,11 @@ class Coordinator:
         running = self.state.running_campaign()
         champ = self.state.champion()
         nxt = self.scheduler.next_fire_time(datetime.now(timezone.utc)).strftime("%Y-%m-%d %H:%M UTC")
-        online = sum(1 for agent in fleet_view(self.state, self.cfg.api.online_after_seconds) if agent.online)
+        fleet = fleet_view(self.state, self.cfg.api.online_after_seconds)
+        online = sum(1 for agent in fleet if agent.online)
         return (f"{'campaign ' + running['id'] if running else 'idle'}; {online} agent(s) reporting; "
-                f"champion {'v' + str(champ) if champ else 'none'}{self._rollout_status()}; next campaign {nxt}")
+                f"champion {'v' + str(champ) if champ else 'none'}{self._rollout_status()}; next campaign {nxt}"
+                + clock_status_text(fleet))
 
     def _rollout_status(self) -> str:
         """`, rollout v3 canary (pi-cam-01)`, `, rollout v3 halted`, `PAUSED`: for systemctl status."""

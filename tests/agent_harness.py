@@ -99,7 +99,10 @@ def write_config(path: Path, state_dir: Path, superlink: str, heartbeat_url: str
         "supernode": {"port": supernode_port, "restart_backoff_initial": 0.5,
                       "restart_backoff_max": 4.0},
         "heartbeat": {"interval": 5, "timeout": 3, "token_file": str(token_file)},
-        "inbox": {"scan_interval": 1, "settle_seconds": 0, "min_width": 32, "min_height": 32},
+        # index_save_seconds 0: the tests read data/.index.json as soon as the agent changed it
+        # (test_agent_index_writes.py runs production's 300 s)
+        "inbox": {"scan_interval": 1, "settle_seconds": 0, "min_width": 32, "min_height": 32,
+                  "index_save_seconds": 0},
         "labels": ["head", "hardhat"],
         "model": {},
         "inference": {},

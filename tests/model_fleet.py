@@ -72,7 +72,7 @@ class ModelFleet:
 
     def add_agent(self, name: str) -> None:
         folder = self.tmp / name
-        folder.mkdir()
+        folder.mkdir(exist_ok=True)  # a subclass may have put something there (a log FIFO)
         assert fedctl(self.cfg, "agent-add", name, "--token-file", str(folder / "token")).returncode == 0
         superlink = self.superlink_port if self.connect_superlink else free_port()
         cfg = write_config(folder / "agent.yaml", folder / "state", f"127.0.0.1:{superlink}",

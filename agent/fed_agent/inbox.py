@@ -89,7 +89,8 @@ class Inbox:
 
     def __init__(self, state_dir: Path, labels: list[str], *, min_width: int = 64, min_height: int = 64,
                  max_bytes: int = 20_000_000, test_fraction: float = 0.2, settle_seconds: float = 2.0,
-                 max_pixels: int = MAX_PIXELS, clock: Callable[[], float] = time.time) -> None:
+                 max_pixels: int = MAX_PIXELS, clock: Callable[[], float] = time.time,
+                 index_save_seconds: float = 0.0) -> None:
         bad = [label for label in labels if not isinstance(label, str) or not _LABEL.match(label)]
         if bad or len(set(labels)) != len(labels) or not labels or UNLABELED in labels:
             raise ValueError(f"labels must be unique names of letters, digits, '_' or '-', not "
@@ -111,15 +112,17 @@ class Inbox:
             for stale in remove_stale_temp_files(folder):
                 log.info("stale_temp_file_removed", file=str(stale))
         self._guard_storage(self._make_dirs)
-        self.writer = StoreWriter(self.data_dir, log, lock_timeout=DAEMON_LOCK_TIMEOUT)
+        self.writer = StoreWriter(self.data_dir, log, lock_timeout=DAEMON_LOCK_TIMEOUT,
+                                  save_interval=index_save_seconds)
         self.store = self.writer.store
         self._guard_storage(self._load_index)
 
     def _load_index(self) -> None:
         """The saved index, checked against the store's files; rebuilt (by hashing) and
-        written if it must be."""
-        with self.writer.editing(save_now=True):
+        written if it must be (at once the first time; then at most every index_save_seconds)."""
+        with self.writer.editing():
             pass
+        self.writer.flush()
 
     def _make_dirs(self) -> None:
         # Made up front (and again each scan) so a person sees where to drop photos.
@@ -153,10 +156,11 @@ class Inbox:
             log.error("inbox_storage_problem", problem=problem)
         self.storage_problem = problem
 
-    def flush(self, timeout: float = 1.0) -> bool:
+    def flush(self, timeout: float = 1.0, coalesce: bool = True) -> bool:
         """Write what is unsaved in the index (the daemon calls it every tick: its
-        pseudo-labeler's changes are written here)."""
-        return self._guard_storage(lambda: self.writer.flush(timeout=timeout))
+        pseudo-labeler's changes are written here), at most every index_save_seconds unless
+        not `coalesce` (shutdown)."""
+        return self._guard_storage(lambda: self.writer.flush(timeout=timeout, coalesce=coalesce))
 
     # ------------------------------------------------------------------ scanning
 

@@ -8,9 +8,14 @@ moment: a writer that finds the file replaced since it last read or wrote it rea
 first. The flock is on the data/ folder itself (no lock file to leave behind). So no writer overwrites another's change with a stale copy.
 
 Saving is the caller's choice: `editing(save_now=True)` writes before the lock is released
-(`fed-agent label`, the end of an inbox scan); otherwise the change is kept in memory and
-written by the next `flush()` (the daemon flushes every second), so a burst of classified
-frames is one index write, not one per frame. An unsaved change survives another process's
+(`fed-agent label`, the review page: a person waits for it); otherwise the change is kept in
+memory and written by a later `flush()` (the daemon flushes every second). Why at most once
+per `save_interval` (the daemon's `inbox.index_save_seconds`, 300 s): each write rewrites the
+whole index on the Pi's SD card (~300 bytes per image), and a camera filing a frame a minute
+changed it twice per frame (filed, then pseudo-labeled): with thousands of images that was
+gigabytes a day. What waits is in memory (the heartbeat's counts read it there), written at
+shutdown (`flush(coalesce=False)`); after a power cut the files are found again on disk
+(`ImageStore.reconciled`: hashed, unlabeled ones classified again), so nothing is lost. An unsaved change survives another process's
 write: when the file changed under us, our entries whose file is where they say win, and
 the other's win for every file that moved (a file's place in data/ is the truth).
 
@@ -60,9 +65,12 @@ class TrackedEntries(dict):
 class StoreWriter:
     """data/'s index, shared by every writer in this process and kept in step with others."""
 
-    def __init__(self, data_dir: str | Path, log, lock_timeout: float = 30.0) -> None:
+    def __init__(self, data_dir: str | Path, log, lock_timeout: float = 30.0, save_interval: float = 0.0,
+                 clock=time.monotonic) -> None:
         self.store = ImageStore(data_dir)
         self.data_dir, self.log, self.lock_timeout = self.store.data_dir, log, lock_timeout
+        self.save_interval, self._clock = save_interval, clock
+        self._saved_at: Optional[float] = None  # clock() of our last write (None: not yet)
         self._thread_lock = threading.RLock()
         self._depth = 0  # editing() inside editing() on one thread: flock once
         self._entries = TrackedEntries()
@@ -115,10 +123,14 @@ class StoreWriter:
         with self.editing(timeout=timeout) as entries:
             return dict(entries)
 
-    def flush(self, timeout: Optional[float] = None, force: bool = False) -> None:
-        """Write what is unsaved (OSError, IndexBusy: it stays unsaved, for the next flush);
-        `force`: write even so (the probe that notices space coming back)."""
+    def flush(self, timeout: Optional[float] = None, force: bool = False, coalesce: bool = True) -> None:
+        """Write what is unsaved (OSError, IndexBusy: it stays unsaved, for the next flush),
+        unless `coalesce` and the last write is less than `save_interval` old; `force`: write
+        even so (the probe that notices space coming back)."""
         if not (self.unsaved or force):
+            return
+        if coalesce and not force and self._saved_at is not None \
+                and self._clock() - self._saved_at < self.save_interval:
             return
         with self._locked(timeout):
             self._refresh()
@@ -156,7 +168,7 @@ class StoreWriter:
 
     def _save(self) -> None:
         self.store.write_index(self._entries)  # OSError: stays unsaved, for the next try
-        self.unsaved, self._pending = False, set()
+        self.unsaved, self._pending, self._saved_at = False, set(), self._clock()
         self._seen = self._index_key()
 
     # ------------------------------------------------------------------ what the store holds

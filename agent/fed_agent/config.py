@@ -96,6 +96,10 @@ class InboxSection(BaseModel):
                                         "quarantined; at most 40 MP, the ClientApp's own limit.")
     test_fraction: float = Field(0.2, ge=0, le=0.9, description="Share of images kept for testing (0-0.9).")
     settle_seconds: float = Field(2.0, ge=0, description="Files changed more recently wait for the next scan.")
+    index_save_seconds: float = Field(
+        300.0, ge=0, le=3600, description="The store's index (rewritten whole on the SD card each time) is "
+        "written at most this often (0: after every change); what waits is in memory, written at shutdown, "
+        "and found again on disk after a power cut.")
 
 
 class ModelSection(BaseModel):

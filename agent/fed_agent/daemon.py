@@ -80,7 +80,8 @@ class Agent:
         self.inbox = Inbox(Path(cfg.agent.state_dir), list(cfg.labels),
                            min_width=cfg.inbox.min_width, min_height=cfg.inbox.min_height,
                            max_bytes=cfg.inbox.max_bytes, test_fraction=cfg.inbox.test_fraction,
-                           settle_seconds=cfg.inbox.settle_seconds, max_pixels=cfg.inbox.max_pixels)
+                           settle_seconds=cfg.inbox.settle_seconds, max_pixels=cfg.inbox.max_pixels,
+                           index_save_seconds=cfg.inbox.index_save_seconds)
         self.probe = ReachabilityProbe(cfg.coordinator.superlink)
         self.clock = ClockWatch(cfg.clock, log)  # the SuperNode waits for a synchronised clock
         self.pi = PiMonitor(cfg, self.supervisor.status_file)
@@ -282,7 +283,7 @@ class Agent:
             self.camera.stop_event.set()
         if self.inference is not None:
             self.inference.stop()
-        self.inbox.flush()
+        self.inbox.flush(coalesce=False)  # what the SD-card saving held back
         if self.models is not None:
             self.models.stop_event.set()
             self.models.wake.set()

@@ -18,7 +18,8 @@ systemd-nspawn container (the system test's Pis: no systemd-timesyncd, and the c
 host's), a build machine without systemd (timedatectl fails, the kernel says unsynchronised
 and nothing will change it). With neither check available the answer is "unknown" and
 nothing waits. Under the unit's ProtectClock=yes adjtimex fails with EPERM: "unknown" too,
-which is why timedatectl is asked first.
+which is why timedatectl is asked first; it answers in the unit's sandbox (both measured on
+a system-test host with benchmarks/clock_probe_nspawn.sh).
 
 The main loop asks `may_start_supernode()` once a tick; it re-runs the check at most every
 RECHECK_SECONDS (timedatectl answers in milliseconds; its timeout is 3 s, well inside the

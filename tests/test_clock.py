@@ -8,6 +8,7 @@ changes them fails here instead of in the field.
 
 from __future__ import annotations
 
+import re
 import subprocess
 from email.utils import formatdate
 
@@ -27,6 +28,9 @@ class Log:
 
     def warning(self, event, **kw):
         self.events.append(("warning", event, kw))
+
+    def error(self, event, **kw):
+        self.events.append(("error", event, kw))
 
 
 def timedatectl(stdout: str = "", returncode: int = 0, raises: Exception | None = None):
@@ -277,3 +281,68 @@ def test_coordinator_status_line_names_the_agents_flower_refuses():
                                         "pi-4 clock 400 s behind: node authentication will fail")
     assert clock_status_text(fleet, shown=1).endswith("will fail (+1 more)")
     assert clock_status_text(fleet[1:3]) == ""
+
+
+def not_yet_valid_certificate(folder, days_ahead: int = 2):
+    """A self-signed certificate for 127.0.0.1 valid only from `days_ahead` days on: what a Pi
+    whose clock is that far behind sees of a certificate issued today."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "coordinator")])
+    start = datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=days_ahead)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(start)
+            .not_valid_after(start + datetime.timedelta(days=30))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_a_certificate_not_yet_valid_is_said_on_the_status_line(tmp_path):
+    """A clock far behind cannot be measured (no reply, no Date): the heartbeat's real TLS
+    failure is what the STATUS line names."""
+    import ssl
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from conftest import wait_for
+    from fed_agent.heartbeat import HeartbeatSender
+
+    cert_file, key_file = not_yet_valid_certificate(tmp_path)
+    server = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert_file, key_file)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    token = tmp_path / "token"
+    token.write_text("t\n")
+    token.chmod(0o600)
+    gate, _, log, _ = watch([SYNCED] * 3)
+    gate.may_start_supernode()
+    sender = HeartbeatSender(f"https://127.0.0.1:{server.server_address[1]}/api/v1/heartbeat", token, 5, 3,
+                             lambda: Heartbeat(agent="pi-1", version="0.1", uptime_seconds=1.0,
+                                               supernode={"state": "starting"}),
+                             log, ca_file=cert_file, on_failure=gate.record_heartbeat_error)
+    sender.start()
+    try:
+        wait_for(lambda: gate.tls_problem, 10, what="the TLS failure recorded")
+    finally:
+        sender.stop()
+        server.shutdown()
+    first, _ = gate.status_parts()
+    assert len(first) == 1 and re.fullmatch(r"heartbeat TLS: certificate is not yet valid at this clock "
+                                            r"\(\d{4}-\d\d-\d\d \d\d:\d\d UTC\): is the clock wrong\?", first[0]), first
+    gate.record_heartbeat_error("cannot reach https://x: [Errno 111] Connection refused")
+    assert gate.status_parts() == ([], [])  # other failures are not the clock's

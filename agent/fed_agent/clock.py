@@ -46,6 +46,8 @@ REFRESH_SECONDS = 30.0  # once started: the heartbeat's reading may be this old
 TIMEDATECTL_TIMEOUT = 3.0
 STA_UNSYNC = 0x0040  # <linux/timex.h>
 TIME_ERROR = 5  # adjtimex's return value while the clock is not synchronised
+# What OpenSSL says (via Python's ssl) of a certificate checked with a clock far off.
+CLOCK_TLS_ERRORS = ("certificate is not yet valid", "certificate has expired")
 
 
 class ClockSection(BaseModel):
@@ -154,6 +156,7 @@ class ClockWatch:
         self.checked_at: Optional[float] = None
         self.opened = False
         self.offset: Optional[tuple[float, float]] = None
+        self.tls_problem: Optional[str] = None  # the last heartbeat failed TLS the way a wrong clock does
         self._lock = threading.Lock()
 
     def _refresh(self, older_than: float) -> SyncReading:
@@ -189,6 +192,15 @@ class ClockWatch:
         measured = date_offset(date_header, sent_at, received_at)
         if measured is not None:
             self.offset = measured
+        self.tls_problem = None
+
+    def record_heartbeat_error(self, error: str) -> None:
+        """A failed heartbeat. A certificate refused as not yet valid (or expired) is what a
+        clock far behind (or ahead) looks like, and no Date can be read then: the STATUS line
+        says so, with this clock's time, since the coordinator hears nothing from this Pi."""
+        words = next((words for words in CLOCK_TLS_ERRORS if words in error), None)
+        now = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+        self.tls_problem = f"heartbeat TLS: {words} at this clock ({now}): is the clock wrong?" if words else None
 
     def status(self) -> ClockStatus:
         reading = self.reading if not self.opened else self._refresh(REFRESH_SECONDS)
@@ -199,10 +211,11 @@ class ClockWatch:
     def status_parts(self) -> tuple[list[str], list[str]]:
         """For the STATUS line: what goes first (the wait, an offset Flower refuses) and what
         goes last (a clock not synchronised, once started anyway)."""
+        tls = [self.tls_problem] if self.tls_problem else []
         if not self.opened:
             return [f"waiting for the clock to synchronise (NTP): {self.waited():.0f} s "
-                    f"of at most {self.bound:g} s"], []
+                    f"of at most {self.bound:g} s"] + tls, []
         status = self.status()
         refused = offset_problem(status.offset_seconds)
         rest = [problem for problem in clock_problems(status) if problem != refused]
-        return ([refused] if refused else []), rest
+        return ([refused] if refused else []) + tls, rest

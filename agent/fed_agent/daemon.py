@@ -95,7 +95,8 @@ class Agent:
                                          cfg.heartbeat.interval, cfg.heartbeat.timeout,
                                          self.snapshot, log, ca_file=cfg.coordinator.root_certificates,
                                          on_reply=self._heartbeat_reply, on_accepted=self._heartbeat_accepted,
-                                         on_date=self.clock.record_reply_date)
+                                         on_date=self.clock.record_reply_date,
+                                         on_failure=self.clock.record_heartbeat_error)
         self.models = model_updater(cfg, self.heartbeat, self.supervisor, log, self.classifier)
         self.camera = Camera(cfg.capture, layout.inbox_dir / UNLABELED, log) if cfg.capture.enabled else None
         self.stop_requested = threading.Event()

@@ -11,7 +11,8 @@ Heartbeat model's bounds, a failing reading) is one failed send, logged, retried
 same backoff as an unreachable coordinator.
 
 Each accepted reply's `Date` header goes to `on_date` with the times the request was sent and
-answered: the agent's clock offset against the coordinator (fed_agent.clock).
+answered: the agent's clock offset against the coordinator (fed_agent.clock); each failure's
+text to `on_failure` (a certificate "not yet valid" is a clock far behind).
 """
 
 from __future__ import annotations
@@ -37,14 +38,15 @@ class HeartbeatSender(threading.Thread):
                  snapshot: Callable[[], Heartbeat], log, ca_file: Path | None = None,
                  on_reply: Callable[[dict], None] = lambda reply: None,
                  on_accepted: Callable[[Heartbeat], None] = lambda heartbeat: None,
-                 on_date: Callable[[Optional[str], float, float], None] = lambda date, sent, received: None) -> None:
+                 on_date: Callable[[Optional[str], float, float], None] = lambda date, sent, received: None,
+                 on_failure: Callable[[str], None] = lambda error: None) -> None:
         super().__init__(name="heartbeat", daemon=True)
         # HTTPS to the coordinator is verified against the fleet's own CA when one is given.
         self.ssl_context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
         self.url, self.token_file = url, Path(token_file)
         self.interval, self.timeout = interval, timeout
         self.snapshot, self.log, self.on_reply, self.on_accepted = snapshot, log, on_reply, on_accepted
-        self.on_date = on_date
+        self.on_date, self.on_failure = on_date, on_failure
         self.stop_event = threading.Event()
         self.sent = 0
         self.failures = 0
@@ -110,6 +112,7 @@ class HeartbeatSender(threading.Thread):
                 self.send_once()
             except Exception as exc:  # noqa: BLE001 - RuntimeError as a rule; anything else too
                 self.failures += 1
+                self.on_failure(str(exc))
                 delay = min(self.interval, 2.0 ** min(self.failures, 10))
                 self.log.warning("heartbeat_failed", error=str(exc), retry_in=delay,
                                  failures=self.failures)

@@ -10,8 +10,10 @@ production), with:
 - the log bytes the agent sent to stdout (what journald stores on a Pi; journald's own
   overhead and compression come on top). The agent's stdout is a pipe here, so these bytes are
   NOT in write_bytes;
-- which files under the state dir changed, how often and how big they were (a poll every
-  0.5 s: a file rewritten faster than that is counted once per poll).
+- which files under the state dir changed, how often and how big they were after each change
+  (a poll every 0.5 s: a file rewritten faster than that is counted once per poll; a file
+  appended to, like predictions.jsonl, counts its whole size each time: an upper bound, so
+  trust the kernel's total over this breakdown).
 
     .venv/bin/python benchmarks/agent_writes.py [--idle-minutes 10] [--campaigns 2]
     .venv/bin/python benchmarks/agent_writes.py --camera [--frame-seconds 60] [--camera-minutes 10]
@@ -209,12 +211,21 @@ def main() -> int:
     parser.add_argument("--frame-seconds", type=float, default=60.0)
     parser.add_argument("--camera-minutes", type=float, default=10.0)
     parser.add_argument("--frames-per-day", type=int, default=1000)
+    parser.add_argument("--tmpdir", default="/dev/shm",
+                        help="TMPDIR of the agents: a tmpfs, as systemd/fed-agent.service gives them "
+                             "(/run/fed-agent); '' keeps this machine's")
+    parser.add_argument("--index-save-seconds", type=float, default=300.0,
+                        help="inbox.index_save_seconds (production's default; the test harness uses 0)")
     args = parser.parse_args()
+    disk = tempfile.gettempdir()  # the state dirs stay on this machine's disk, where writes count
+    if args.tmpdir:
+        os.environ["TMPDIR"] = args.tmpdir  # inherited by the agents, their SuperNodes and ClientApps
     model_fleet.HEARTBEAT_SECONDS = 60  # production's interval: heartbeats are part of idle
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}")
-    with tempfile.TemporaryDirectory(prefix="agent-writes-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="agent-writes-", dir=disk) as tmp:
         work = Path(tmp)
         settings = camera_settings(work, args.frame_seconds) if args.camera else {}
+        settings["inbox__index_save_seconds"] = args.index_save_seconds
         fleet = WriteFleet(work, list(CLIENTS), data_dir=PHOTOS, connect_superlink=True,
                            campaign=dict(CAMPAIGN), canary_minutes=0, agent_settings=settings)
         try:

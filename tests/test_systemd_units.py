@@ -39,6 +39,8 @@ def test_agent_unit_has_the_promised_settings():
     assert settings["User"] == "fed-agent"
     for key in ("ProtectSystem", "PrivateTmp", "NoNewPrivileges"):
         assert key in settings
+    # temp files (Flower's per-message app unpacking) in RAM: fewer SD-card writes
+    assert settings["RuntimeDirectory"] == "fed-agent" and settings["Environment"] == "TMPDIR=/run/fed-agent"
 
 
 def exposure(text: str) -> float:

@@ -83,19 +83,27 @@ def chroot(tmp_path_factory, request):
     (tflite-runtime) wheelhouse, then ai-edge-litert added from its own wheelhouse. The rootfs
     (a cold one is mostly qemu-emulated dpkg, 165-250 s), the wheelhouses and the TFLite
     exports are made side by side."""
-    start = time.monotonic()
+    start, took = time.monotonic(), {}
+
+    def timed(what, make, *args):
+        began = time.monotonic()
+        made = make(*args)
+        took[what] = time.monotonic() - began
+        return made
+
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        lower = pool.submit(rootfs.unpacked)
-        wheels = pool.submit(lambda: {b: build_wheelhouse(rootfs.BUILD / f"wheelhouse-{b}", b) for b in BACKENDS})
-        agent_artifacts = request.getfixturevalue("agent_artifacts")
+        lower = pool.submit(timed, "arm64 rootfs (mmdebstrap or cached)", rootfs.unpacked)
+        wheels = pool.submit(lambda: {b: timed(f"aarch64 wheelhouse {b}", build_wheelhouse,
+                                               rootfs.BUILD / f"wheelhouse-{b}", b) for b in BACKENDS})
+        agent_artifacts = timed("TFLite exports (x86, TensorFlow)", request.getfixturevalue, "agent_artifacts")
         lower, wheels = lower.result(), wheels.result()
-    prepared = time.monotonic() - start
+    took["the above, side by side"] = time.monotonic() - start
     work = tmp_path_factory.mktemp("arm64")
     binds = {work / "shared": False, agent_artifacts: True, SHARED: True, REPO / "tests": True}
     (work / "shared").mkdir()
     with arm64_chroot(lower, work / "chroot", binds) as root:
         installed = install_agent(root, wheels["tflite-runtime"])
-        installed["timings"] = {"rootfs + 2 wheelhouses": prepared, **installed["timings"]}
+        installed["timings"] = {**took, **installed["timings"]}
         installed["timings"]["pip install ai-edge-litert"] = add_interpreter(root, wheels["ai-edge-litert"])
         yield root, work / "shared", installed
 

@@ -75,7 +75,7 @@ def comparison(result, kinds, backends, tolerances: str) -> str:
                                                    "{skipped-files}".format(**r["train"][0]["metrics"]))),
             *prediction_rows(result, kinds, backends)]
     blank = [""] * (len(result["sides"]) - 1)
-    rows += [(f"time: {step} (arm64)", [f"{seconds:.1f}s", *blank])
+    rows += [(f"time: {step}", [f"{seconds:.1f}s", *blank])
              for step, seconds in result["installed"]["timings"].items()]
     steps = dict.fromkeys(step for side in result["sides"] for step in side.timings)
     rows += [(f"time: {step}", [f"{side.timings[step]:.1f}s" if step in side.timings else "-"

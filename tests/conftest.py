@@ -28,7 +28,7 @@ def pytest_configure(config):
 # tops a worker up while it has <= 2 tests pending, so the file after the longest ones is a
 # quick one with several tests: the system test's worker then holds nothing else back.
 LONGEST_FIRST = ["test_system_provision.py", "test_arm64_agent.py", "test_aggregation.py",
-                 "test_champion_gate.py", "test_campaign_faults.py", "test_coordinator_service.py",
+                 "test_champion_gate.py", "test_campaign_faults.py", "test_pi_health_campaign.py", "test_coordinator_service.py",
                  "test_campaign_e2e.py",
                  "test_rollout_fleet.py", "test_rollout_waits_for_training.py", "test_demo.py",
                  "test_agent_disk_full.py", "test_agent_inbox_daemon.py", "test_agent_daemon.py"]

@@ -109,9 +109,14 @@ def chroot(tmp_path_factory, request):
 
 
 @pytest.fixture(scope="module")
-def runs(chroot, agent_artifacts):
-    """Everything run on every side, the table printed and saved before any assertion."""
+def runs(chroot, request):
+    """Everything run on every side, the table printed and saved before any assertion.
+
+    agent_artifacts through `request` (here and in `chroot`), not as a parameter: pytest sets
+    up a session fixture a test names before any module fixture, so the TensorFlow export
+    would run before, not beside, a cold rootfs build."""
     root, work, installed = chroot
+    agent_artifacts = request.getfixturevalue("agent_artifacts")
     all_sides = sides(root)
     result = {"installed": installed, "sides": all_sides}
     no_source = work / "no-fedapp-source"  # arm64: the fedapp from the wheelhouse, not the checkout

@@ -127,7 +127,13 @@ def test_daemon_holds_index_writes_back_and_loses_nothing(tmp_path):
         wait_for(lambda: in_index() == 5, 40, what="the restarted agent's first save (not held back)")
         (inbox / "later.jpg").write_bytes(jpeg((30, 200, 30)))
         wait_for(lambda: stored() == 6, 40, what="the later photo filed")
+        supernodes = agent.children()  # in their own process group: a power cut takes them too
         os.killpg(agent.proc.pid, signal.SIGKILL)  # a power cut: no shutdown write
+        for child in supernodes:
+            try:
+                os.killpg(child, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         agent.proc.wait(timeout=30)
         assert in_index() == 5 and stored() == 6
         agent = AgentProcess(cfg, notify, tmp_path / "agent3.log")

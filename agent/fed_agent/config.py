@@ -8,7 +8,7 @@ at start-up with a message naming the key (``At 'heartbeat.interval': must be at
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Optional
 from urllib.parse import urlsplit
 
 from fed_common.config import (LABEL_PATTERN, NAME_PATTERN, STRICT, ConfigError, LoggingSection, check_host_port,
@@ -17,10 +17,11 @@ from fed_common.pi_health import DEFAULT_MAX_TEMP_C, THERMAL_DIR, THROTTLED_FILE
 from fed_common.store import UNLABELED, StoreLayout
 from pydantic import BaseModel, Field, StringConstraints, ValidationInfo, field_validator
 
+from .capture_config import CaptureSection
 from .clock import ClockSection
 from .review_auth import binding_problem, check_listen_host
 
-__all__ = ["AgentConfig", "ConfigError", "load_config", "default_config_yaml"]
+__all__ = ["AgentConfig", "CaptureSection", "ConfigError", "load_config", "default_config_yaml"]
 
 
 class AgentSection(BaseModel):
@@ -130,59 +131,6 @@ class InferenceSection(BaseModel):
     predictions_keep: int = Field(3, ge=1, le=100, description="Rotated predictions files kept.")
     on_label: dict[Annotated[str, StringConstraints(pattern=LABEL_PATTERN)], LabelHook] = Field(
         default_factory=dict, description="Per predicted label, a command to run (site alerts).")
-
-
-DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
-# Raspberry Pi OS bookworm's camera tool: one 1280x960 JPEG, no preview window, no delay.
-RPICAM_STILL = ["rpicam-still", "--nopreview", "--immediate", "--width", "1280", "--height", "960",
-                "--output", "{path}"]
-
-
-class CaptureSection(BaseModel):
-    model_config = STRICT
-    enabled: bool = Field(False, description="Take a frame every interval_seconds into inbox/unlabeled/.")
-    command: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
-        default_factory=lambda: list(RPICAM_STILL), min_length=1,
-        description="Program and arguments, run without a shell; {path} is replaced by the frame's file. "
-        "The default is Raspberry Pi OS bookworm's rpicam-still (1280x960 JPEG, no preview).")
-    interval_seconds: float = Field(60.0, ge=1, le=86400, description="Seconds between frames (1-86400).")
-    active_hours: str = Field("00:00-24:00", description="Local time window HH:MM-HH:MM in which frames are "
-                              "taken; it runs across midnight when the end is earlier (22:00-06:00).")
-    days: list[Literal[DAYS]] = Field(default_factory=lambda: list(DAYS), min_length=1,
-                                      description="Days frames are taken on (mon ... sun).")
-    daily_cap: int = Field(1000, ge=1, le=100_000, description="At most this many frames a day.")
-    timeout_seconds: float = Field(30.0, gt=0, le=600, description="A command running longer is killed "
-                                   "(and counts as a camera failure).")
-    backoff_max_seconds: float = Field(900.0, ge=1, le=86400, description="After failures the delay "
-                                       "doubles from interval_seconds up to this.")
-
-    @field_validator("command")
-    def _needs_path(cls, value: list[str]) -> list[str]:
-        if not any("{path}" in arg for arg in value):
-            raise ValueError("one argument must contain {path} (where the frame is written)")
-        return value
-
-    @field_validator("active_hours")
-    def _check_hours(cls, value: str) -> str:
-        _minutes(value)
-        return value
-
-    @property
-    def active_minutes(self) -> tuple[int, int]:
-        return _minutes(self.active_hours)
-
-
-def _minutes(window: str) -> tuple[int, int]:
-    """'06:00-20:00' -> (360, 1200); ValueError naming the problem."""
-    try:
-        start, end = (part.split(":") for part in window.split("-"))
-        bounds = [int(start[0]) * 60 + int(start[1]), int(end[0]) * 60 + int(end[1])]
-        minutes_ok = all(0 <= int(part[1]) < 60 for part in (start, end))
-    except (ValueError, IndexError):
-        raise ValueError(f"must be HH:MM-HH:MM (got {window!r})") from None
-    if not minutes_ok or not all(0 <= bound <= 24 * 60 for bound in bounds) or bounds[0] == bounds[1]:
-        raise ValueError(f"must be two different times of day, 00:00 to 24:00 (got {window!r})")
-    return bounds[0], bounds[1]
 
 
 class LabelingSection(BaseModel):

@@ -29,7 +29,7 @@ venv: $(VENV)/.installed $(AGENT_VENV)/.installed $(LITERT_VENV)/.installed
 $(VENV)/.installed: packaging/constraints-coordinator.txt coordinator/pyproject.toml demo/pyproject.toml fedapp/pyproject.toml agent/pyproject.toml common/pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade "pip<27"
-	$(VENV)/bin/pip install -q -c packaging/constraints-coordinator.txt -e common -e "fedapp[tflite-runtime]" -e coordinator -e demo -e agent pytest pytest-xdist
+	$(VENV)/bin/pip install -q -c packaging/constraints-coordinator.txt -e common -e "fedapp[tflite-runtime]" -e coordinator -e demo -e agent pytest pytest-xdist matplotlib
 	touch $@
 
 # Agent side (what a Pi runs): no TensorFlow, ever.

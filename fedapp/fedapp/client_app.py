@@ -78,11 +78,12 @@ class TrainingSet:
 
 def training_set(node: NodeConfig, cfg: TrainConfig, cache: EmbeddingCache, log) -> TrainingSet:
     """The node's images as embeddings (through the cache); pseudo-labeled ones only when the
-    campaign asks for them, never in the local test set."""
-    train_files, test_files, skipped = load_node_data(node, cfg.labels)
+    campaign asks for them, never in the local test set. A file whose embedding is cached
+    (the agent embeds at ingest) is not read, only checked to be there (fedapp.node_data)."""
+    train_files, test_files, skipped = load_node_data(node, cfg.labels, cache.has)
     pseudo_files = []
     if cfg.use_pseudo_labels:
-        pseudo_files, pseudo_skipped = load_pseudo_labeled(node, cfg.labels)
+        pseudo_files, pseudo_skipped = load_pseudo_labeled(node, cfg.labels, cache.has)
         skipped = skipped + pseudo_skipped
     for path, reason in skipped:
         log.warning("image_skipped", file=path, reason=reason)
@@ -162,6 +163,8 @@ def train(msg: Message, context: Context) -> Message:
         "skipped-files": int(len(data.skipped)),
         "embed-seconds": float(t_embed),
         "train-seconds": float(t_train),
+        "embeddings-computed": int(cache.computed),  # 0 once the agent embedded every image at ingest
+        "embeddings-reused": int(cache.reused),
     })
     return _reply(msg, weights, metrics, node.agent_name, data.skipped)
 

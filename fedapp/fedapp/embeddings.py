@@ -3,6 +3,11 @@
 The backbone is frozen for a whole campaign (and usually for months), so running it every
 epoch, as a Keras fit through the full model does, is wasted work on a Pi. The cache key is
 (backbone hash, image hash): a new backbone or a changed photo can never reuse a stale vector.
+
+Two writers fill the same cache with the same key: the ClientApp (what a round needs and does
+not find) and the agent's embedder (fed_agent.embedder: each image the store holds, at ingest,
+with the last campaign's backbone), so a round usually only reads vectors. An entry is only
+ever written for bytes whose SHA-256 is its name, so either writer's vector is the right one.
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ import io
 from pathlib import Path
 
 import numpy as np
-from fed_common.files import atomic_write
+from fed_common.files import atomic_write, sha256_bytes
 
 from .images import LabeledFile, decode_image
 from .tflite import load_interpreter
@@ -26,6 +31,13 @@ class EmbeddingCache:
         self.computed = 0
         self.reused = 0
 
+    def path_of(self, digest: str) -> Path:
+        return self.dir / f"{digest}.npy"
+
+    def has(self, digest: str) -> bool:
+        """Is the image with this SHA-256 embedded already (one stat, the file is not read)?"""
+        return self.path_of(digest).is_file()
+
     def _embed(self, pixels: np.ndarray) -> np.ndarray:
         if self._interpreter is None:
             self._interpreter = load_interpreter(self.backbone_path)
@@ -36,21 +48,36 @@ class EmbeddingCache:
         interp.invoke()
         return interp.get_tensor(interp.get_output_details()[0]["index"])[0].copy()
 
-    def get(self, item: LabeledFile) -> np.ndarray:
-        target = self.dir / f"{item.digest}.npy"
-        if target.is_file():
-            try:
-                vec = np.load(target)
-                self.reused += 1
-                return vec
-            except (OSError, ValueError):
-                target.unlink(missing_ok=True)  # our own corrupt cache entry, recompute
-        vec = self._embed(decode_image(item.data, str(item.path))).astype(np.float32)
+    def _cached(self, digest: str) -> np.ndarray | None:
+        target = self.path_of(digest)
+        if not target.is_file():
+            return None
+        try:
+            return np.load(target)
+        except (OSError, ValueError):
+            target.unlink(missing_ok=True)  # our own corrupt cache entry, recompute
+            return None
+
+    def compute(self, data: bytes, digest: str, source: str = "<bytes>") -> np.ndarray:
+        """Decode and embed `data` (whose SHA-256 is `digest`) and store the vector under it.
+        ValueError (naming `source`) for bytes that are not an image."""
+        vec = self._embed(decode_image(data, source)).astype(np.float32)
         buf = io.BytesIO()
         np.save(buf, vec)
-        atomic_write(target, buf.getvalue())
+        atomic_write(self.path_of(digest), buf.getvalue())
         self.computed += 1
         return vec
+
+    def get(self, item: LabeledFile) -> np.ndarray:
+        """The item's vector: from the cache, else computed from its bytes. An item whose
+        bytes were not read (node_data: the index said it is cached) and whose entry vanished
+        or is corrupt is read now and checked against its hash first."""
+        vec = self._cached(item.digest)
+        if vec is not None:
+            self.reused += 1
+            return vec
+        data = item.data or _read_checked(item.path, item.digest)
+        return self.compute(data, item.digest, str(item.path))
 
     def matrix(self, items: list[LabeledFile]) -> tuple[np.ndarray, np.ndarray]:
         if not items:
@@ -58,3 +85,10 @@ class EmbeddingCache:
         x = np.stack([self.get(item) for item in items]).astype(np.float32)
         y = np.array([item.label for item in items], dtype=np.int32)
         return x, y
+
+
+def _read_checked(path: Path, digest: str) -> bytes:
+    data = path.read_bytes()
+    if sha256_bytes(data) != digest:
+        raise ValueError(f"{path}: content changed since the inbox stored it (SHA-256 differs from the index)")
+    return data

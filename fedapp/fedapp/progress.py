@@ -57,6 +57,9 @@ class Participant(BaseModel):
     skipped_files: Optional[int] = Field(None, alias="skipped-files")
     embed_seconds: Optional[float] = Field(None, alias="embed-seconds")
     train_seconds: Optional[float] = Field(None, alias="train-seconds")
+    # embeddings this round computed vs found cached (the agent embeds at ingest: computed 0)
+    embeddings_computed: Optional[int] = Field(None, alias="embeddings-computed", ge=0)
+    embeddings_reused: Optional[int] = Field(None, alias="embeddings-reused", ge=0)
 
 
 class NodeFailure(BaseModel):

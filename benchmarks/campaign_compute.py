@@ -38,14 +38,11 @@ import numpy as np  # noqa: E402
 
 from fedapp.embeddings import EmbeddingCache  # noqa: E402
 from fedapp.head import HeadTrainer, accuracy, init_head  # noqa: E402
-from fedapp.images import load_image, scan_folder  # noqa: E402
+from fedapp.images import scan_folder  # noqa: E402
 
-LABELS = ["head", "hardhat"]
-
-
-def fedavg(weight_sets, counts):
-    total = sum(counts)
-    return [sum(ws[i] * (n / total) for ws, n in zip(weight_sets, counts)) for i in range(len(weight_sets[0]))]
+sys.path.insert(0, str(REPO / "benchmarks"))
+from seed_recipe import (LABELS, build_seed_model, fedavg, images_and_targets,  # noqa: E402
+                         model_accuracy, weights_bytes)
 
 
 def this_design(art: Path, clients, server, args, cache_root: Path) -> dict:
@@ -76,28 +73,11 @@ def this_design(art: Path, clients, server, args, cache_root: Path) -> dict:
 
 
 def seed_recipe(weights_file: str, clients, server, args) -> dict:
-    import keras
-
-    from fed_coordinator.models.keras_model import build_backbone
-
-    def images(scan):
-        return (np.stack([load_image(f.path) for f in scan.files]),
-                keras.utils.to_categorical([f.label for f in scan.files], 2))
-
-    data = [images(s) for s in clients]
-    x_srv, y_srv = images(server)
-    keras.utils.set_random_seed(args.seed)
-    backbone = build_backbone(weights_file)
-
-    def fresh_model():
-        m = keras.Sequential([backbone, keras.layers.Dense(128, activation="relu"),
-                              keras.layers.Dense(2, activation="softmax")])
-        m.compile(optimizer="adam", loss="categorical_crossentropy", metrics=["accuracy"])
-        return m
-
-    model = fresh_model()
+    data = [images_and_targets(s) for s in clients]
+    x_srv, y_srv = images_and_targets(server)
+    model = build_seed_model(weights_file, seed=args.seed)
     global_weights = model.get_weights()  # whole model, as the seed exchanged it
-    model_bytes = sum(w.nbytes for w in global_weights)
+    model_bytes = weights_bytes(global_weights)
     t0 = time.perf_counter()
     for _ in range(args.rounds):
         results = []
@@ -108,9 +88,8 @@ def seed_recipe(weights_file: str, clients, server, args) -> dict:
         global_weights = fedavg(results, [len(x) for x, _ in data])
     compute = time.perf_counter() - t0
     model.set_weights(global_weights)
-    acc = float((model.predict(x_srv, verbose=0).argmax(1) == y_srv.argmax(1)).mean())
     return {"compute_s": compute, "bytes": model_bytes * 2 * len(data) * args.rounds,
-            "server_accuracy": acc}
+            "server_accuracy": model_accuracy(model, x_srv, y_srv)}
 
 
 def main() -> int:

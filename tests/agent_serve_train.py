@@ -45,21 +45,29 @@ shas = {"backbone": sha256_file(backbone), "trainer": sha256_file(trainer)}
 offer = ConfigRecord({"backbone-sha": shas["backbone"], "trainer-sha": shas["trainer"],
                       "backbone-bytes": open(backbone, "rb").read(),
                       "trainer-bytes": open(trainer, "rb").read()})
-query = Message(RecordDict({"artifacts": offer}), 42, "query.artifacts")
-missing = str(app(query, context).content["artifacts"]["missing"])
-
 start = init_head(0)
 config = ConfigRecord(TrainConfig(
     labels=["head", "hardhat"], local_epochs=2, batch_size=8, learning_rate=0.01, momentum=0.9,
     seed=0, campaign="c-test", backbone_sha=shas["backbone"], trainer_sha=shas["trainer"],
     server_round=1).to_record())
-msg = Message(RecordDict({"arrays": ArrayRecord(start), "config": config}), 42, "train")
-reply = app(msg, context)
+
+
+def train_message() -> Message:
+    return Message(RecordDict({"arrays": ArrayRecord(start), "config": config}), 42, "train")
+
+
+# round 1's train message reaches a node without the artifacts: it says which it lacks
+before = app(train_message(), context).content.config_records
+missing_before = sorted(str(before["missing"]["missing"]).split(",")) if "missing" in before else None
+query = Message(RecordDict({"artifacts": offer}), 42, "query.artifacts")
+missing = str(app(query, context).content["artifacts"]["missing"])
+reply = app(train_message(), context)
 weights = reply.content["arrays"].to_numpy_ndarrays()
 if len(sys.argv) > 6:  # where to keep the trained weights (comparing backends, platforms)
     np.savez(sys.argv[6], *weights)
 print(json.dumps({
     "interpreter": backend(),
+    "missing_before_ship": missing_before,
     "missing_after_ship": missing,
     "shapes": [list(w.shape) for w in weights],
     "changed": bool(any(not np.array_equal(a, b) for a, b in zip(weights, start))),

@@ -8,6 +8,8 @@ import subprocess
 import numpy as np
 import pytest
 
+from fed_common.files import sha256_file
+
 from conftest import AGENT_BACKENDS, PHOTOS, REPO, backend_params, needs_shared
 
 # The two backends run the same float32 graphs: measured here 0 to ~1e-7 apart after training.
@@ -54,6 +56,8 @@ def test_train_message_served_without_tensorflow(tmp_path, agent_artifacts, back
     result, stderr = serve(backend, data, tmp_path / "cache", agent_artifacts)
     assert result["interpreter"].split()[0] == backend  # the backend this venv holds did the work
     assert result["tensorflow_loaded"] is False
+    assert result["missing_before_ship"] == sorted([sha256_file(agent_artifacts / "backbone.tflite"),
+                                                    sha256_file(agent_artifacts / "trainer.tflite")])
     assert result["missing_after_ship"] == ""
     assert result["shapes"] == [[1280, 128], [128], [128, 2], [2]]
     assert result["changed"] is True

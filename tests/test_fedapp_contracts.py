@@ -78,9 +78,10 @@ def sample_events() -> list:
                                                          shipped_bytes={"9": 1000})),
         RoundEvent(round=0, server_accuracy=0.5, server_loss=0.7),
         RoundEvent(round=1, server_accuracy=0.9, server_loss=0.2, sent_to=2, bytes_down_per_agent=657_000,
-                   participants=[participant], failed=0, timed_out=1, bytes_up_per_agent=657_000),
+                   participants=[participant], failed=0, timed_out=1, bytes_up_per_agent=657_000,
+                   shipped_bytes={"9": 9_500_000}),
         FailedEvent(reason="round 2: 0 node(s) completed training"),
-        CompletedEvent(rounds=1),
+        CompletedEvent(rounds=4, converged_round=2, reason="converged at round 2: ..."),
     ]
 
 
@@ -98,6 +99,8 @@ def test_progress_events_round_trip_with_the_field_names_the_coordinator_reads(t
     assert {"sent_to", "bytes_down_per_agent", "bytes_up_per_agent", "failed", "timed_out"} <= set(round1)
     assert round1["participants"][0]["num-examples"] == 24
     assert round1["participants"][0]["skipped"] == [["/d/x.jpg", "empty file"]]
+    assert round1["shipped_bytes"] == {"9": 9_500_000}  # artifacts go out within round 1
+    assert lines[4]["rounds"] == 4 and lines[4]["converged_round"] == 2  # early stopping
     assert parse_event(path.read_text().splitlines()[2]) == events[2]
 
 

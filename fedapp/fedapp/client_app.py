@@ -16,6 +16,10 @@ A train message arriving while the Pi is under-voltage now or at/above `training
 (the agent passes it and the paths to read in NodeConfig) is declined before any work: the
 reply is a `declined` record with the reason, which the ServerApp counts as declined, not
 failed, and the Decline is written to the agent's `decline-file` for its heartbeat.
+
+A train message naming artifact hashes this node does not hold is answered with a `missing`
+record, not an error: the ServerApp then ships them and sends the message again, so the
+nightly campaign needs no artifact query round trip first (fedapp.artifact_shipping).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from fed_common.node_config import LastTraining, NodeConfig
 from flwr.app import ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
+from .artifact_shipping import missing_reply
 from .artifacts import ARTIFACT_NAMES, ArtifactStore
 from .embeddings import EmbeddingCache
 from .example_count import example_count
@@ -126,6 +131,10 @@ def train(msg: Message, context: Context) -> Message:
     if declined is not None:
         return _declined_reply(msg, node, declined, log)
     store = ArtifactStore(node.cache_dir)
+    missing = [sha for sha in (cfg.backbone_sha, cfg.trainer_sha) if not store.has(sha)]
+    if missing:  # the ServerApp ships them and sends this message again (artifact_shipping.py)
+        log.info("artifacts_missing", missing=[sha[:12] for sha in missing])
+        return missing_reply(msg, node.agent_name, missing)
     backbone = store.require(cfg.backbone_sha)
     trainer_path = store.require(cfg.trainer_sha)
 

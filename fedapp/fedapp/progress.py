@@ -99,6 +99,8 @@ class RoundEvent(_Event):
     declined: Optional[int] = Field(None, ge=0, description="nodes that declined (too hot, under-voltage)")
     timed_out: Optional[int] = Field(None, ge=0, description="nodes that did not reply in time")
     bytes_up_per_agent: Optional[int] = Field(None, ge=0)
+    shipped_bytes: Optional[dict[str, int]] = Field(None, description="node id -> artifact bytes "
+                                                    "sent this round (to nodes that lacked them)")
 
 
 class FailedEvent(_Event):
@@ -107,8 +109,13 @@ class FailedEvent(_Event):
 
 
 class CompletedEvent(_Event):
+    """The campaign's last round was `rounds`; early stopping names the round it converged at."""
+
     event: Literal["completed"] = "completed"
-    rounds: int = Field(ge=0)
+    rounds: int = Field(ge=0, description="rounds run")
+    converged_round: Optional[int] = Field(None, ge=0, description="early stopping: the last round "
+                                           "whose server loss improved (absent: ran all rounds)")
+    reason: Optional[str] = Field(None, max_length=500, description="why it stopped before the maximum")
 
 
 ProgressEvent = Annotated[Union[StartedEvent, RoundEvent, FailedEvent, CompletedEvent],

@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal, Mapping
 
 from fed_common.config import unique_labels
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator, model_validator
 
 _STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
 Label = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_-]+$")]
@@ -25,6 +25,11 @@ _FLWR_NAMES = {"rounds": "num-server-rounds"}  # field -> run_config key where n
 # and 0.5 kept the accuracy gain of 1.0 with a lower held-out log loss (a model trained on its
 # own answers at full weight grows over-sure); the figures are in the benchmark's docstring.
 PSEUDO_LABEL_WEIGHT = 0.5
+# Early stopping defaults (fedapp.early_stop), from `make demo` on the shared photos: see the
+# measured server losses per round in benchmarks/README.md ("Early stopping").
+EARLY_STOP_PATIENCE = 2
+EARLY_STOP_MIN_DELTA = 0.01
+EARLY_STOP_MIN_ROUNDS = 2
 
 
 def _kebab(name: str) -> str:
@@ -55,7 +60,8 @@ class RunSettings(BaseModel):
 
     model_config = _STRICT
     labels: list[Label] = Field(["head", "hardhat"], min_length=2, description="class labels, output order")
-    rounds: int = Field(6, ge=1, le=1000, description="federated rounds per campaign")
+    rounds: int = Field(6, ge=1, le=1000, description="federated rounds per campaign at most "
+                        "(early stopping may end it sooner)")
     local_epochs: int = Field(20, ge=1, le=1000, description="local epochs per round")
     batch_size: int = Field(8, ge=1, le=4096, description="local batch size")
     learning_rate: float = Field(0.01, gt=0, le=10, description="SGD learning rate")
@@ -77,7 +83,23 @@ class RunSettings(BaseModel):
     pseudo_label_weight: float = Field(PSEUDO_LABEL_WEIGHT, gt=0, le=1, description="a pseudo label's "
                                        "loss weight (0-1]; FedAvg counts it as this share of an example")
 
+    early_stop_patience: int = Field(EARLY_STOP_PATIENCE, ge=0, le=1000, description="stop when the server "
+                                     "loss has not improved by early_stop_min_delta for this many rounds (0: off)")
+    early_stop_min_delta: float = Field(EARLY_STOP_MIN_DELTA, ge=0, le=10, description="the server log-loss "
+                                        "gain that counts as an improvement")
+    early_stop_min_rounds: int = Field(EARLY_STOP_MIN_ROUNDS, ge=1, le=1000, description="never stop "
+                                       "before this round")
+    nodes_per_round: int = Field(0, ge=0, le=100_000, description="agents trained per round: a seeded "
+                                 "random sample preferring agents not yet used in the campaign (0: all)")
+
     _unique_labels = field_validator("labels")(unique_labels)
+
+    @model_validator(mode="after")
+    def _sample_fits(self) -> "RunSettings":
+        if self.nodes_per_round and self.min_completed_nodes > self.nodes_per_round:
+            raise ValueError(f"min_completed_nodes ({self.min_completed_nodes}) is more than "
+                             f"nodes_per_round ({self.nodes_per_round}): no round could ever complete")
+        return self
 
     def run_settings(self) -> "RunSettings":
         """Just the RunSettings part of a subclass (the coordinator's campaign section)."""

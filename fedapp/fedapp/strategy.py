@@ -4,7 +4,9 @@ Flower's FedAvg samples nodes with a loop that waits forever for `min_available_
 a Pi that dies mid-campaign would then hold the nightly run hostage. Here the wait for
 nodes is bounded, a round ends at its timeout with whatever replies came in, every reply
 is checked before it counts (aggregation.py), and a round with fewer good replies than
-required fails the campaign with a reason. A node that declines a train message for its
+required fails the campaign with a reason. With `nodes_per_round`, each round trains a
+sample (sampling.py) of the online nodes. A node that replies to round 1 that it lacks the
+campaign's artifacts gets them and the train message again (artifact_shipping.py). A node that declines a train message for its
 health (a `declined` record: too hot, under-voltage) is counted apart, as declined, never as
 failed: the round goes on with the others. What happened to each node is kept per round
 (`RoundLedger`) for the progress events.
@@ -23,7 +25,9 @@ from pydantic import ValidationError
 
 from .aggregation import (Aggregation, ArraySpec, CheckedReply, PseudoLabelUse, ReplyRejected, aggregate,
                           array_specs, check_reply)
+from .artifact_shipping import ArtifactShipper, lacking_of
 from .progress import NodeDecline, NodeFailure, Participant
+from .sampling import NodeSampler
 
 
 class CampaignError(RuntimeError):
@@ -61,10 +65,13 @@ class RoundLedger:
     failures: list[NodeFailure] = field(default_factory=list)
     declines: list[NodeDecline] = field(default_factory=list)
     timed_out: int = 0
+    shipped_bytes: dict[str, int] = field(default_factory=dict)  # node id -> artifact bytes sent
 
     def event_fields(self) -> dict:
         """The RoundEvent fields (progress.py) this ledger knows."""
         fields = {"sent_to": self.sent_to, "bytes_down_per_agent": self.bytes_down_per_agent}
+        if self.shipped_bytes:
+            fields["shipped_bytes"] = self.shipped_bytes
         if self.participants or self.failures or self.declines:
             fields.update(participants=self.participants, failures=self.failures,
                           failed=len(self.failures), declines=self.declines, declined=len(self.declines),
@@ -76,9 +83,15 @@ class RoundLedger:
 class DeadlineFedAvg(FedAvg):
     def __init__(self, *, min_nodes: int, min_completed: int, node_wait_seconds: float, log,
                  aggregation: Aggregation = Aggregation.FEDAVG, trim_fraction: float = 0.2,
-                 max_examples: int = 100_000, pseudo: PseudoLabelUse = PseudoLabelUse()) -> None:
+                 max_examples: int = 100_000, pseudo: PseudoLabelUse = PseudoLabelUse(),
+                 sampler: NodeSampler | None = None, shipper: ArtifactShipper | None = None,
+                 round_timeout: float = 600.0) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=0.0,
                          min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=1)
+        self.sampler = sampler or NodeSampler(0, 0, "")
+        self.shipper, self.round_timeout = shipper, round_timeout
+        self._grid: Grid | None = None
+        self._record: RecordDict | None = None
         self.min_nodes = min_nodes
         self.min_completed = min_completed
         self.node_wait_seconds = node_wait_seconds
@@ -89,22 +102,39 @@ class DeadlineFedAvg(FedAvg):
 
     def configure_train(self, server_round: int, arrays: ArrayRecord, config: ConfigRecord,
                         grid: Grid) -> Iterable[Message]:
-        nodes = wait_for_nodes(grid, self.min_nodes, self.min_completed, self.node_wait_seconds)
+        online = wait_for_nodes(grid, self.min_nodes, self.min_completed, self.node_wait_seconds)
+        nodes = self.sampler.choose(online)
         config["server-round"] = server_round
         self.rounds[server_round] = RoundLedger(len(nodes), array_bytes(arrays), array_specs(arrays))
-        self.log.info("round_started", round=server_round, nodes=len(nodes))
-        record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
-        return self._construct_messages(record, nodes, "train")
+        self.log.info("round_started", round=server_round, nodes=len(nodes), online=len(online))
+        self._grid = grid
+        self._record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
+        return self._construct_messages(self._record, nodes, "train")
+
+    def _ship_and_retrain(self, server_round: int, replies: list[Message]) -> list[Message]:
+        """Replies with the nodes that lacked the artifacts trained again, once they have them."""
+        lacking = {m.metadata.src_node_id: missing for m in replies if (missing := lacking_of(m))}
+        if not lacking or self.shipper is None or self._grid is None or self._record is None:
+            return replies
+        stored = self.shipper.ship(self._grid, lacking, self.round_timeout)
+        ledger = self.rounds[server_round]
+        ledger.shipped_bytes = {str(node): self.shipper.shipped_bytes[node] for node in stored}
+        again = self._grid.send_and_receive(self._construct_messages(self._record, stored, "train"),
+                                            timeout=self.round_timeout)
+        retrained = {m.metadata.src_node_id for m in again}  # the rest keep their `missing` reply
+        return [m for m in replies if m.metadata.src_node_id not in retrained] + list(again)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Aggregate the replies that pass the checks; the rest are failed nodes, with reasons."""
-        replies = list(replies)
+        replies = self._ship_and_retrain(server_round, list(replies))
         ledger = self.rounds[server_round]
         good: list[CheckedReply] = []
         for m in replies:
             agent = _agent_of(m)
             reason = m.error.reason if m.has_error() else None
+            if reason is None and lacking_of(m) is not None:
+                reason = f"lacks the campaign's artifacts ({', '.join(lacking_of(m) or [])[:200]})"
             if reason is None and "declined" in m.content.config_records:
                 self._declined(server_round, ledger, m, agent)
                 continue
@@ -160,7 +190,7 @@ class DeadlineFedAvg(FedAvg):
 
 def _agent_of(m: Message) -> str:
     """The agent name the node gives (bounded; it is the node's word), else its node id."""
-    for record in ("info", "declined"):
+    for record in ("info", "declined", "missing"):
         if m.has_content() and record in m.content.config_records:
             name = str(m.content.config_records[record].get("agent", "")).strip()
             if name:

@@ -24,6 +24,10 @@ from fed_coordinator.flower import FlwrCli, FlwrError
 from fed_coordinator.models.registry import ModelRegistry
 
 FEDAPP_DIR = Path(__file__).resolve().parents[3] / "fedapp"
+# `flwr ls` is a CLI process of about 1 CPU second (fleet_scale benchmark: asked every second,
+# it took half a core of the 2 a campaign runs on); progress.jsonl says when the run is
+# ending, so the status is asked only this often until then, and every second after.
+STATUS_POLL_SECONDS = 10.0
 
 
 class CampaignError(RuntimeError):
@@ -40,6 +44,8 @@ class Outcome:
     model_path: str | None = None
     rounds: list[dict] = field(default_factory=list)
     skipped_files: dict[str, list] = field(default_factory=dict)
+    rounds_run: int | None = None
+    converged_round: int | None = None  # early stopping: the last round whose server loss improved
 
 
 def new_campaign_id() -> str:
@@ -107,15 +113,19 @@ class CampaignRunner:
 
     def _watch(self, s: CampaignSection, out: Path, outcome: Outcome, on_event, log) -> None:
         deadline = time.monotonic() + s.deadline_seconds
-        offset, status, failure = 0, "", ""
+        offset, status, failure, ending, next_status = 0, "", "", False, 0.0
         while True:
             events, offset = read_events(out / "progress.jsonl", offset)
+            ending = ending or any(event["event"] in ("completed", "failed") for event in events)
             for event in events:
                 if event["event"] == "round":
                     outcome.rounds.append(event)
                     self._note_skipped(event, outcome, log)
                 elif event["event"] == "failed":
                     failure = event.get("reason", "")
+                elif event["event"] == "completed":
+                    outcome.rounds_run, outcome.converged_round = event["rounds"], event.get("converged_round")
+                    outcome.reason = event.get("reason", "")  # "converged at round ..." when it stopped early
                 on_event(event)
             if status.startswith("finished"):
                 break
@@ -126,6 +136,9 @@ class CampaignRunner:
                 outcome.reason = f"deadline of {s.deadline_seconds:.0f}s reached"
                 return
             time.sleep(1.0)
+            if not ending and time.monotonic() < next_status:
+                continue
+            next_status = time.monotonic() + STATUS_POLL_SECONDS
             try:
                 info = self.cli.status(outcome.run_id)
             except FlwrError as exc:
@@ -165,6 +178,9 @@ class CampaignRunner:
         started = next((e for e in read_events(out / "progress.jsonl", 0)[0]
                         if e["event"] == "started"), {})
         per_round = [r for r in outcome.rounds if r.get("round", 0) > 0]
+        shipped = dict(started.get("artifacts", {}).get("shipped_bytes", {}))
+        for r in per_round:  # since issue 13 the artifacts go out within round 1
+            shipped.update(r.get("shipped_bytes") or {})
         participants = sorted({p["agent"] for r in per_round for p in r.get("participants", [])})
         examples = {p["agent"]: p["num-examples"] for r in per_round for p in r.get("participants", [])}
         # the labels each agent trained on in its last round (None: its ClientApp did not say)
@@ -182,8 +198,9 @@ class CampaignRunner:
                         "per_round_per_agent": [
                             {"round": r["round"], "down": r.get("bytes_down_per_agent"),
                              "up": r.get("bytes_up_per_agent")} for r in per_round],
-                        "artifacts_shipped": started.get("artifacts", {}).get("shipped_bytes", {}),
+                        "artifacts_shipped": shipped,
                     },
+                    "rounds_run": outcome.rounds_run, "converged_round": outcome.converged_round,
                     "settings": s.model_dump(mode="json")}
 
         outcome.model_version, path = self.registry.register(build)

@@ -4,7 +4,8 @@ Each image the inbox files is handed to the inference worker (inference.py), whi
 classifies it with the running model off this loop; the heartbeat carries what it saw. An
 image without a label is then pseudo-labeled or sent to review (pseudo_labels.py); each scan
 also checks the running version, so a rollback withdraws the newer model's pseudo labels.
-The pseudo-labeler's changes to the store index are written by this loop, once a second.
+The pseudo-labeler's changes to the store index are written by this loop, once a second; a
+filed image also wakes the embedder (embedder.py: its embedding, computed while nothing trains).
 
 WATCHDOG=1 is sent from this loop only, and only while the loop's helpers are alive: if the
 loop hangs (or a helper thread died), the pings stop and systemd's WatchdogSec restarts us.
@@ -28,6 +29,7 @@ from fed_common.store import UNLABELED, StoreLayout
 from . import __version__
 from .capture import Camera
 from .clock import ClockWatch
+from .embedder import embedder
 from .health import system_snapshot
 from .heartbeat import HeartbeatSender
 from .inbox import Inbox
@@ -99,6 +101,7 @@ class Agent:
                                          on_failure=self.clock.record_heartbeat_error)
         self.models = model_updater(cfg, self.heartbeat, self.supervisor, log, self.classifier)
         self.camera = Camera(cfg.capture, layout.inbox_dir / UNLABELED, log) if cfg.capture.enabled else None
+        self.embedder = embedder(cfg, self.inbox, self.supervisor, log)  # embeddings at ingest, while idle
         self.stop_requested = threading.Event()
 
     # -- state -------------------------------------------------------------------------
@@ -222,6 +225,8 @@ class Agent:
         counts = self.inbox.counts()
         with self._lock:
             self.counts = counts
+        if report.filed:
+            self.embedder.wake()
         if report.accepted or report.quarantined:
             self.log.info("inbox_ingested", accepted=len(report.accepted),
                           quarantined=len(report.quarantined), labeled=len(report.labeled))
@@ -247,6 +252,7 @@ class Agent:
         if self.inference is not None:
             self.inference.start()
         self.heartbeat.start()
+        self.embedder.start()
         if self.models is not None:
             self.models.start()
         if self.camera is not None:
@@ -280,6 +286,7 @@ class Agent:
         self.notifier.status("stopping")
         self.log.info("agent_stopping")
         self.heartbeat.stop()
+        self.embedder.stop()
         if self.camera is not None:
             self.camera.stop_event.set()
         if self.inference is not None:

@@ -204,3 +204,84 @@ def kill_groups(pgids: set[int], keep: set[int], grace: float = 15.0) -> list[in
         except (ProcessLookupError, PermissionError):
             pass
     return killed
+
+
+def log_errors(state: Path) -> dict[str, int]:
+    """Failures the campaign's logs show: the SuperLink's SQLite lock errors and 500s, and
+    SuperNode replies that never reached it (Flower's SuperNode does not retry those)."""
+    link = (state / "superlink" / "superlink.log").read_text(errors="replace")
+    nodes = [p.read_text(errors="replace") for p in sorted(state.glob("agent-*/supernode.log"))]
+    return {"superlink_db_locked": link.count("database is locked"),
+            "superlink_http_500": link.count('HTTP/1.1" 500'),
+            "node_failed_sends": sum(text.count("Failed to send message") for text in nodes)}
+
+
+def keep_logs(state: Path, campaign: Path, target: Path) -> Path:
+    """Copy a failed campaign's logs out of the temp state folder."""
+    target.mkdir(parents=True, exist_ok=True)
+    shutil.copy(state / "superlink" / "superlink.log", target)
+    for log in state.glob("agent-*/supernode.log"):
+        shutil.copy(log, target / f"{log.parent.name}.log")
+    if (campaign / "progress.jsonl").is_file():
+        shutil.copy(campaign / "progress.jsonl", target)
+    return target
+
+
+def _stamp(line: str) -> float | None:
+    import json
+    from datetime import datetime
+
+    if not line.startswith("{"):
+        return None
+    try:
+        record = json.loads(line)
+        return datetime.fromisoformat(record["timestamp"].replace("Z", "+00:00")).timestamp()
+    except (ValueError, KeyError):
+        return None
+
+
+def clientapp_spans(log: Path) -> dict[int, dict[str, float]]:
+    """Per round, when the node's train clientapp logged `trained` and when it handed its
+    reply to the SuperNode (push-task-output), from supernode.log (the clientapp's own log
+    lines carry timestamps; the SuperNode's lines do not)."""
+    import json
+
+    spans: dict[int, dict[str, float]] = {}
+    block: dict[str, float] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if "Start `flwr-clientapp` process" in line:
+            block = {}
+            continue
+        t = _stamp(line)
+        if t is None:
+            continue
+        if '"event": "trained"' in line:
+            block["trained"] = t
+            spans[json.loads(line)["round"]] = block
+        elif "push-task-output" in line and "trained" in block:
+            block["pushed"] = t
+    return spans
+
+
+def round_phases(state: Path, events: list[dict]) -> list[dict]:
+    """Split each round's wall time with the nodes' clientapp timestamps: the round's start
+    (the previous round event: the ServerApp sends the train messages right after it) to
+    `trained` (SuperNode pull wait + superexec poll + clientapp start-up + embed/train),
+    `trained` to the reply handed to the SuperNode, and the last handed-over reply to the
+    round event (SuperNode push to the SuperLink, ServerApp poll, aggregate, evaluate).
+    Median over nodes, and the slowest node."""
+    rounds = sorted((e for e in events if e["event"] == "round"), key=lambda e: e["round"])
+    spans = [clientapp_spans(log) for log in sorted(state.glob("agent-*/supernode.log"))]
+    out = []
+    for before, this in zip(rounds, rounds[1:]):
+        t0, r = before["time"], this["round"]
+        nodes = [s[r] for s in spans if r in s and "pushed" in s[r]]
+        if not nodes:
+            continue
+        trained = [n["trained"] - t0 for n in nodes]
+        hand = [n["pushed"] - n["trained"] for n in nodes]
+        out.append({"round": r, "nodes": len(nodes),
+                    "start_to_trained_s": {"median": statistics.median(trained), "max": max(trained)},
+                    "reply_handover_s": {"median": statistics.median(hand), "max": max(hand)},
+                    "last_reply_to_round_end_s": this["time"] - max(n["pushed"] for n in nodes)})
+    return out

@@ -40,7 +40,13 @@ COLUMNS = [
 def markdown_table(results: list[dict]) -> str:
     lines = ["| " + " | ".join(name for name, _ in COLUMNS) + " |",
              "|" + "|".join("---:" for _ in COLUMNS) + "|"]
-    lines += ["| " + " | ".join(cell(r) for _, cell in COLUMNS) + " |" for r in results]
+    for r in results:
+        if r.get("status", "completed") == "completed":
+            lines.append("| " + " | ".join(cell(r) for _, cell in COLUMNS) + " |")
+        else:
+            lines.append(f"| {r['nodes']} | {r['load_before'][0]:.1f} | {r['status']} after "
+                         f"{r['campaign_s']:.0f}s: {r['reason'][:120]} (errors: {r['errors']}) |"
+                         + " |" * (len(COLUMNS) - 3))
     return "\n".join(lines)
 
 
@@ -59,6 +65,7 @@ def plot(results: list[dict], path: Path, title: str) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    results = [r for r in results if r.get("status", "completed") == "completed"]
     n = [r["nodes"] for r in results]
     fig, axes = plt.subplots(2, 2, figsize=(11, 8))
     _lines(axes[0][0], n, [("campaign (submit to finished)", [r["campaign_s"] for r in results]),

@@ -49,8 +49,8 @@ from fed_demo.local_fleet import local_fleet  # noqa: E402
 from fed_coordinator.campaigns.runner import read_events  # noqa: E402
 from fedapp.run_config import RunSettings  # noqa: E402
 
-from fleet_probe import (Sampler, build_node_folders, cpu_delta, kill_groups, round_timing,  # noqa: E402
-                         rss_stats)
+from fleet_probe import (Sampler, build_node_folders, cpu_delta, keep_logs, kill_groups,  # noqa: E402
+                         log_errors, round_phases, round_timing, rss_stats)
 from fleet_report import machine, report  # noqa: E402
 
 
@@ -80,7 +80,7 @@ def settings_for(n: int, args) -> CampaignSection:
     extra = {"early_stop_patience": 0} if "early_stop_patience" in CampaignSection.model_fields else {}
     return CampaignSection(rounds=args.rounds, local_epochs=args.epochs, min_nodes=n,
                            weights=str(args.weights), server_data_dir=SHARED / "datasets" / "dataset_server",
-                           deadline_seconds=3600, **extra)
+                           deadline_seconds=args.deadline or 240 + 20 * n, **extra)
 
 
 def instrument(runner, marks: dict) -> None:
@@ -143,11 +143,16 @@ def run_one(n: int, nodes: list, args, work: Path, pgids: set[int]) -> dict:
             pgids |= sampler.pgids
         db = sum(p.stat().st_size for p in (state / "superlink").glob("superlink.db*"))
         campaign = state / "campaigns" / outcome.campaign_id
-    if outcome.status != "completed":
-        raise RuntimeError(f"N={n}: campaign {outcome.status}: {outcome.reason} ({campaign})")
+        errors = log_errors(state)
+        if outcome.status != "completed":
+            kept = keep_logs(state, campaign, args.out / f"failed-n{n:02d}")
+            return {"nodes": n, "status": outcome.status, "reason": outcome.reason[:300], "errors": errors,
+                    "load_before": load_before, "campaign_s": marks["finished"] - marks["submitted"],
+                    "logs": str(kept)}
     window = sampler.window(marks["submitted"], marks["finished"] + 0.6)
     events = read_events(campaign / "progress.jsonl", 0)[0]
-    return summarise(n, marks, window, events, sampler, db, online_s, load_before, state)
+    return {"status": "completed", "errors": errors,
+            **summarise(n, marks, window, events, sampler, db, online_s, load_before, state)}
 
 
 def summarise(n, marks, window, events, sampler, db, online_s, load_before, state) -> dict:
@@ -172,6 +177,7 @@ def summarise(n, marks, window, events, sampler, db, online_s, load_before, stat
                                                                               if e["event"] == "round"),
                      "completed_to_runner_saw_it": marks["finished"] - t.get("completed", 0)},
         "rounds": rounds,
+        "round_phases": round_phases(state, events),
         "round_s_median": statistics.median(r["wall_s"] for r in rounds),
         "overhead_s_median": statistics.median(r["overhead_s"] for r in rounds),
         "slowest_node_compute_s_median": statistics.median(r["slowest_node_compute_s"] for r in rounds),
@@ -185,6 +191,8 @@ def summarise(n, marks, window, events, sampler, db, online_s, load_before, stat
         "superlink_db_mb": db / 1e6,
         "node_rss": rss_stats(window, nodes),
         "node_cpu_s_median": statistics.median(cpu_delta(window, g) for g in nodes),
+        # the whole fleet's CPU over the campaign: how much of the machine it wanted
+        "fleet_cpu_s": superlink_cpu + runner_cpu + sum(cpu_delta(window, g) for g in nodes),
         "clientapps_peak_concurrent": max(s.clientapps for s in window),
         "samples": len(window),
     }
@@ -199,6 +207,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=Path("/tmp/fleet-scale"))
     p.add_argument("--work", type=Path, default=None, help="state folder (default: a temp one, removed)")
     p.add_argument("--py-spy", default=None, help="py-spy binary: profile the SuperLink tree and node 1")
+    p.add_argument("--deadline", type=float, default=None,
+                   help="campaign deadline, s (default 240 + 20 N; a hung campaign is stopped there)")
     p.add_argument("--replot", type=Path, default=None, help="only print the table and plot of this JSON")
     args = p.parse_args(argv)
     if args.replot:
@@ -226,10 +236,15 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
                 results.append(run_one(n, nodes, args, work, pgids))
                 r = results[-1]
+                if r["status"] != "completed":
+                    print(f"N={n}: {r['status']} after {r['campaign_s']:.0f}s: {r['reason']} "
+                          f"(errors {r['errors']}, logs in {r['logs']})", flush=True)
+                    continue
                 print(f"N={n}: campaign {r['campaign_s']:.1f}s, round {r['round_s_median']:.1f}s, "
-                      f"overhead {r['overhead_s_median']:.1f}s", flush=True)
-                (args.out / "fleet_scale.json").write_text(json.dumps(info, indent=2))
+                      f"overhead {r['overhead_s_median']:.1f}s, errors {r['errors']}", flush=True)
+            (args.out / "fleet_scale.json").write_text(json.dumps(info, indent=2))
         finally:
+            (args.out / "fleet_scale.json").write_text(json.dumps(info, indent=2))
             leftover = kill_groups(pgids, {os.getpgid(0)})
             if leftover:
                 print(f"killed leftover process groups: {leftover}", file=sys.stderr)

@@ -6,10 +6,12 @@ every night answers "nothing missing", since the artifacts change only with the 
 So round 1's train message carries the hashes (TrainConfig.backbone_sha/trainer_sha), a
 node that lacks one replies with a `missing` record instead of training, and only those
 nodes get the bytes (an `artifacts` query) and the train message again, in the same round.
+A node that lacks nothing costs nothing extra; one that does costs two more trips, once.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from fed_common.files import sha256_file
@@ -34,34 +36,43 @@ def lacking_of(reply: Message) -> list[str] | None:
 
 
 class ArtifactShipper:
-    """The campaign's artifact files, their hashes, and what was sent to which node."""
+    """The campaign's artifact files, their hashes, and what was sent to which node.
+
+    `follow_up` runs inside the round's exchange (grid_poll.FastPollGrid): a `missing` reply
+    is answered at once with the bytes, and a node that stored them gets its train message
+    again, so one slow or dead node never holds back another's shipping, and the whole
+    round still ends at its one deadline."""
 
     def __init__(self, files: dict[str, Path], log) -> None:
         self.files, self.log = files, log
         self.shas = {name: sha256_file(path) for name, path in files.items()}
-        self.shipped_bytes: dict[int, int] = {}
+        self.round_shipped: dict[int, int] = {}  # node id -> bytes sent this round
+        self._offered: dict[int, int] = {}  # node id -> bytes of the offer in flight
 
-    def ship(self, grid, lacking: dict[int, list[str]], timeout: float) -> list[int]:
-        """Send each node the artifacts it lacks; the nodes that stored all of them."""
-        messages, wanted = [], {}
-        for node, missing in sorted(lacking.items()):
-            names = [name for name in ARTIFACT_NAMES if self.shas[name] in missing]
-            record = {f"{name}-sha": sha for name, sha in self.shas.items()}
-            for name in names:
-                record[f"{name}-bytes"] = self.files[name].read_bytes()
-            wanted[node] = sum(self.files[name].stat().st_size for name in names)
-            messages.append(Message(RecordDict({"artifacts": ConfigRecord(record)}), node, "query.artifacts"))
-        stored = []
-        for reply in grid.send_and_receive(messages, timeout=timeout):
-            node = reply.metadata.src_node_id
-            if reply.has_error():
-                self.log.warning("artifact_ship_failed", node=node, reason=reply.error.reason[:300])
-                continue
-            still = str(reply.content["artifacts"].get("missing", ""))
-            if still:
-                self.log.warning("artifact_ship_failed", node=node, missing=still[:300])
-                continue
-            self.shipped_bytes[node] = self.shipped_bytes.get(node, 0) + wanted[node]
-            stored.append(node)
-        self.log.info("artifacts_shipped", nodes=stored, bytes=sum(wanted[node] for node in stored))
-        return stored
+    def follow_up(self, reply: Message, retrain: Callable[[int], Message]) -> Message | None:
+        """The next message for this reply's node, or None when the reply is its answer."""
+        node = reply.metadata.src_node_id
+        missing = lacking_of(reply)
+        if missing and node not in self._offered:
+            return self._offer(node, missing)
+        if reply.has_error() or "artifacts" not in reply.content.config_records:
+            return None
+        size = self._offered.pop(node, 0)
+        still = str(reply.content["artifacts"].get("missing", ""))
+        if still:
+            self.log.warning("artifact_ship_failed", node=node, missing=still[:300])
+            return None  # its reply stands: the strategy counts the node failed, with this reason
+        self.round_shipped[node] = self.round_shipped.get(node, 0) + size
+        self.log.info("artifacts_shipped", node=node, bytes=size)
+        return retrain(node)
+
+    def new_round(self) -> None:
+        self.round_shipped, self._offered = {}, {}
+
+    def _offer(self, node: int, missing: list[str]) -> Message:
+        names = [name for name in ARTIFACT_NAMES if self.shas[name] in missing]
+        record = {f"{name}-sha": sha for name, sha in self.shas.items()}
+        for name in names:
+            record[f"{name}-bytes"] = self.files[name].read_bytes()
+        self._offered[node] = sum(self.files[name].stat().st_size for name in names)
+        return Message(RecordDict({"artifacts": ConfigRecord(record)}), node, "query.artifacts")

@@ -10,7 +10,7 @@ else; Flower is not patched. The SuperNode's own 3 s pull pause is on the Pi, ou
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from flwr.app import Message
 
@@ -18,23 +18,44 @@ POLL_SECONDS = 0.5
 
 
 class FastPollGrid:
-    """Wraps the ServerApp's grid; everything but `send_and_receive` goes straight through."""
+    """Wraps the ServerApp's grid; everything but `send_and_receive` goes straight through.
 
-    def __init__(self, grid, poll_seconds: float = POLL_SECONDS) -> None:
-        self._grid, self.poll_seconds = grid, poll_seconds
+    `follow_up(reply)` (the strategy's, when set) may answer a reply with a next message to
+    the same node; that node's final reply is then the one to the follow-up, within the same
+    deadline (how round 1 ships artifacts to the nodes that lack them)."""
+
+    def __init__(self, grid, poll_seconds: float = POLL_SECONDS,
+                 follow_up: Callable[[Message], Message | None] | None = None) -> None:
+        self._grid, self.poll_seconds, self.follow_up = grid, poll_seconds, follow_up
+        self.destinations: dict[str, int] = {}  # message id -> the node it went to
+
+    def destination_of(self, reply: Message) -> int:
+        """The node a reply is about: the SuperLink's own error replies ("Node Unavailable")
+        come from the SuperLink, not from the node the message was for."""
+        return self.destinations.get(reply.metadata.reply_to_message_id, reply.metadata.src_node_id)
+
+    def _push(self, messages: Iterable[Message]) -> list[str]:
+        messages = list(messages)
+        ids = list(self._grid.push_messages(messages))
+        self.destinations.update(zip(ids, (msg.metadata.dst_node_id for msg in messages)))
+        return ids
 
     def __getattr__(self, name: str):
         return getattr(self._grid, name)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None
                          ) -> list[Message]:
-        waiting = set(self._grid.push_messages(messages))
+        waiting = set(self._push(messages))
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while waiting:
-            pulled = list(self._grid.pull_messages(waiting))
-            replies.extend(pulled)
-            waiting.difference_update(msg.metadata.reply_to_message_id for msg in pulled)
+            for reply in self._grid.pull_messages(waiting):
+                waiting.discard(reply.metadata.reply_to_message_id)
+                following = self.follow_up(reply) if self.follow_up else None
+                if following is None:
+                    replies.append(reply)
+                else:
+                    waiting.update(self._push([following]))
             if not waiting or (deadline is not None and time.monotonic() >= deadline):
                 break
             time.sleep(self.poll_seconds)

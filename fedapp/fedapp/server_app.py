@@ -69,7 +69,7 @@ def _server_test_set(cfg: RunConfig, backbone: Path, out: Path, log) -> tuple[np
     return cache.matrix(scan.files)
 
 
-def _run(grid: Grid, cfg: RunConfig, out: Path, progress: Progress, log) -> None:
+def _run(grid: FastPollGrid, cfg: RunConfig, out: Path, progress: Progress, log) -> None:
     artifacts_dir = Path(cfg.artifacts_dir)
     files = {name: artifacts_dir / f"{name}.tflite" for name in ARTIFACT_NAMES}
     for path in files.values():
@@ -87,7 +87,8 @@ def _run(grid: Grid, cfg: RunConfig, out: Path, progress: Progress, log) -> None
                               max_examples=cfg.max_examples_per_node,
                               pseudo=PseudoLabelUse(cfg.use_pseudo_labels, cfg.pseudo_label_weight),
                               sampler=NodeSampler(cfg.nodes_per_round, cfg.seed, out.name),
-                              shipper=shipper, round_timeout=cfg.round_timeout_seconds)
+                              shipper=shipper)
+    grid.follow_up = strategy.follow_up  # round 1 ships artifacts within the round (artifact_shipping.py)
     stopping = EarlyStopping(cfg.early_stop_min_delta, cfg.early_stop_patience, cfg.early_stop_min_rounds)
 
     def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:

@@ -84,12 +84,11 @@ class DeadlineFedAvg(FedAvg):
     def __init__(self, *, min_nodes: int, min_completed: int, node_wait_seconds: float, log,
                  aggregation: Aggregation = Aggregation.FEDAVG, trim_fraction: float = 0.2,
                  max_examples: int = 100_000, pseudo: PseudoLabelUse = PseudoLabelUse(),
-                 sampler: NodeSampler | None = None, shipper: ArtifactShipper | None = None,
-                 round_timeout: float = 600.0) -> None:
+                 sampler: NodeSampler | None = None, shipper: ArtifactShipper | None = None) -> None:
         super().__init__(fraction_train=1.0, fraction_evaluate=0.0,
                          min_train_nodes=1, min_evaluate_nodes=1, min_available_nodes=1)
         self.sampler = sampler or NodeSampler(0, 0, "")
-        self.shipper, self.round_timeout = shipper, round_timeout
+        self.shipper = shipper
         self._grid: Grid | None = None
         self._record: RecordDict | None = None
         self.min_nodes = min_nodes
@@ -107,34 +106,35 @@ class DeadlineFedAvg(FedAvg):
         config["server-round"] = server_round
         self.rounds[server_round] = RoundLedger(len(nodes), array_bytes(arrays), array_specs(arrays))
         self.log.info("round_started", round=server_round, nodes=len(nodes), online=len(online))
+        if self.shipper is not None:
+            self.shipper.new_round()
         self._grid = grid
         self._record = RecordDict({self.arrayrecord_key: arrays, self.configrecord_key: config})
         return self._construct_messages(self._record, nodes, "train")
 
-    def _ship_and_retrain(self, server_round: int, replies: list[Message]) -> list[Message]:
-        """Replies with the nodes that lacked the artifacts trained again, once they have them."""
-        lacking = {m.metadata.src_node_id: missing for m in replies if (missing := lacking_of(m))}
-        if not lacking or self.shipper is None or self._grid is None or self._record is None:
-            return replies
-        stored = self.shipper.ship(self._grid, lacking, self.round_timeout)
-        ledger = self.rounds[server_round]
-        ledger.shipped_bytes = {str(node): self.shipper.shipped_bytes[node] for node in stored}
-        again = self._grid.send_and_receive(self._construct_messages(self._record, stored, "train"),
-                                            timeout=self.round_timeout)
-        retrained = {m.metadata.src_node_id for m in again}  # the rest keep their `missing` reply
-        return [m for m in replies if m.metadata.src_node_id not in retrained] + list(again)
+    def follow_up(self, reply: Message) -> Message | None:
+        """During a round's exchange: artifacts for a node that lacks them, then its train
+        message again (artifact_shipping.py); None when `reply` is the node's answer."""
+        if self.shipper is None or self._record is None:
+            return None
+        record = self._record
+        return self.shipper.follow_up(reply, lambda node: next(iter(
+            self._construct_messages(record, [node], "train"))))
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]
                         ) -> tuple[ArrayRecord | None, MetricRecord | None]:
         """Aggregate the replies that pass the checks; the rest are failed nodes, with reasons."""
-        replies = self._ship_and_retrain(server_round, list(replies))
+        replies = list(replies)
         ledger = self.rounds[server_round]
+        if self.shipper is not None:
+            ledger.shipped_bytes = {str(node): size for node, size in self.shipper.round_shipped.items()}
         good: list[CheckedReply] = []
         for m in replies:
-            agent = _agent_of(m)
+            node = self._node_of(m)
+            agent = _agent_of(m, node)
             reason = m.error.reason if m.has_error() else None
-            if reason is None and lacking_of(m) is not None:
-                reason = f"lacks the campaign's artifacts ({', '.join(lacking_of(m) or [])[:200]})"
+            if reason is None and (lacking_of(m) is not None or "artifacts" in m.content.config_records):
+                reason = "could not store the campaign's artifacts (backbone, trainer)"
             if reason is None and "declined" in m.content.config_records:
                 self._declined(server_round, ledger, m, agent)
                 continue
@@ -148,9 +148,8 @@ class DeadlineFedAvg(FedAvg):
                     good.append(checked)
                     ledger.participants.append(participant)
                     continue
-            ledger.failures.append(NodeFailure(agent=agent, node_id=m.metadata.src_node_id, reason=reason[:500]))
-            self.log.warning("node_failed", round=server_round, agent=agent,
-                             node=m.metadata.src_node_id, reason=reason[:500])
+            ledger.failures.append(NodeFailure(agent=agent, node_id=node, reason=reason[:500]))
+            self.log.warning("node_failed", round=server_round, agent=agent, node=node, reason=reason[:500])
         ledger.timed_out = ledger.sent_to - len(replies)
         if ledger.timed_out > 0:
             self.log.warning("round_timeout", round=server_round, missing_replies=ledger.timed_out)
@@ -162,6 +161,11 @@ class DeadlineFedAvg(FedAvg):
                 + "".join(f"; {f.agent}: {f.reason}" for f in ledger.failures[:3])
                 + "".join(f"; {d.agent} declined: {d.reason}" for d in ledger.declines[:3]))
         return aggregate(good, self.aggregation, self.trim_fraction)
+
+    def _node_of(self, m: Message) -> int:
+        """The node a reply is about (FastPollGrid knows where each message went)."""
+        destination_of = getattr(self._grid, "destination_of", None)
+        return destination_of(m) if destination_of else m.metadata.src_node_id
 
     def _declined(self, server_round: int, ledger: RoundLedger, m: Message, agent: str) -> None:
         reason = str(m.content.config_records["declined"].get("reason", "")).strip() or "no reason given"
@@ -188,11 +192,11 @@ class DeadlineFedAvg(FedAvg):
             raise ReplyRejected(str(exc).replace("\n", " ")[:400]) from exc
 
 
-def _agent_of(m: Message) -> str:
+def _agent_of(m: Message, node: int) -> str:
     """The agent name the node gives (bounded; it is the node's word), else its node id."""
-    for record in ("info", "declined", "missing"):
+    for record in ("info", "declined", "missing", "artifacts"):
         if m.has_content() and record in m.content.config_records:
             name = str(m.content.config_records[record].get("agent", "")).strip()
             if name:
                 return name[:64]
-    return str(m.metadata.src_node_id)
+    return str(node)

@@ -22,3 +22,16 @@ def test_structlog_stdlib_and_warnings_are_json_lines():
             for line in lines][:2] == ["hello", "from stdlib"]
     assert lines[0]["agent"] == "pi-1" and lines[0]["round"] == 2
     assert lines[2]["logger"] == "py.warnings" and "over two lines" in lines[2]["event"]
+
+
+def test_one_line_per_http_request_is_left_out_but_http_warnings_stay():
+    out = io.StringIO()
+    logs.configure("info", stream=out)
+    try:
+        logging.getLogger("httpx").info('HTTP Request: POST http://x/v1/runtime/push-logs "200 OK"')
+        logging.getLogger("httpx").warning("retrying after a connection error")
+        logging.getLogger("flwr").info("flower's own line")
+    finally:
+        logging.captureWarnings(False)
+    events = [json.loads(line)["event"] for line in out.getvalue().splitlines()]
+    assert events == ["retrying after a connection error", "flower's own line"]

@@ -48,6 +48,12 @@ def configure(level: str = "info", stream=None) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(threshold)
+    # One INFO line per HTTP request (httpx, under Flower) is noise on a Pi's journal, and in a
+    # flwr-serverapp it is worse: Flower uploads the app's log lines over HTTP, each upload
+    # logs its own request, and the uploader never idles (3.5 SuperLink writes a second,
+    # benchmarks/fleet_scale.py). Their warnings and errors still come through.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(threshold, logging.WARNING))
     logging.captureWarnings(True)
     structlog.configure(
         processors=[*_SHARED, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],

@@ -5,16 +5,21 @@ round trip of a campaign waits on average 1.5 s, up to 3 s, after the last reply
 in the SuperLink. The same loop over the public `push_messages`/`pull_messages` with a
 shorter pause costs the SuperLink one small local request per half second and nothing
 else; Flower is not patched. The SuperNode's own 3 s pull pause is on the Pi, out of reach.
+Each pull is bounded by the round's deadline too (`_pull`), which Flower's is not.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 
 from flwr.app import Message
 
 POLL_SECONDS = 0.5
+PULL_GRACE_SECONDS = 5.0  # a pull that started just before the deadline may finish
+log = logging.getLogger("fedapp.grid_poll")
 
 
 class FastPollGrid:
@@ -40,6 +45,33 @@ class FastPollGrid:
         self.destinations.update(zip(ids, (msg.metadata.dst_node_id for msg in messages)))
         return ids
 
+    def _pull(self, waiting: set[str], deadline: float | None) -> list[Message] | None:
+        """One pull of the replies that are in, or None if it does not return by the deadline.
+
+        Why a thread: Flower's pull fetches each reply's objects with retries for up to 2 h
+        (PULL_MAX_TIME), and a SuperNode whose object push failed (SuperLink "database is
+        locked" under load; Flower does not retry the push) leaves an object that never comes:
+        the pull, and with it the round and the campaign, would wait that long. The stuck
+        pull is left to Flower's own limit in its daemon thread; the round goes on."""
+        outcome: dict = {}
+
+        def pull() -> None:
+            try:
+                outcome["replies"] = list(self._grid.pull_messages(set(waiting)))
+            except Exception as exc:  # noqa: BLE001 - raised again in the round's thread
+                outcome["error"] = exc
+
+        worker = threading.Thread(target=pull, name="pull-replies", daemon=True)
+        worker.start()
+        worker.join(None if deadline is None else max(0.0, deadline - time.monotonic()) + PULL_GRACE_SECONDS)
+        if "error" in outcome:
+            raise outcome["error"]
+        if "replies" not in outcome:
+            log.warning("reply pull abandoned at the round's deadline (%d replies waiting): a reply's "
+                        "objects never arrived", len(waiting))
+            return None
+        return outcome["replies"]
+
     def __getattr__(self, name: str):
         return getattr(self._grid, name)
 
@@ -49,7 +81,10 @@ class FastPollGrid:
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while waiting:
-            for reply in self._grid.pull_messages(waiting):
+            pulled = self._pull(waiting, deadline)
+            if pulled is None:
+                break  # what is still waiting counts as timed out
+            for reply in pulled:
                 waiting.discard(reply.metadata.reply_to_message_id)
                 following = self.follow_up(reply) if self.follow_up else None
                 if following is None:

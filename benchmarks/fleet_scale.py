@@ -78,6 +78,8 @@ def wait_online(fleet, count: int, timeout: float) -> float:
 
 def settings_for(n: int, args) -> CampaignSection:
     extra = {"early_stop_patience": 0} if "early_stop_patience" in CampaignSection.model_fields else {}
+    if args.round_timeout:
+        extra["round_timeout_seconds"] = args.round_timeout
     return CampaignSection(rounds=args.rounds, local_epochs=args.epochs, min_nodes=n,
                            weights=str(args.weights), server_data_dir=SHARED / "datasets" / "dataset_server",
                            deadline_seconds=args.deadline or 240 + 20 * n, **extra)
@@ -209,6 +211,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--py-spy", default=None, help="py-spy binary: profile the SuperLink tree and node 1")
     p.add_argument("--deadline", type=float, default=None,
                    help="campaign deadline, s (default 240 + 20 N; a hung campaign is stopped there)")
+    p.add_argument("--round-timeout", type=float, default=None,
+                   help="round_timeout_seconds (default: the campaign default); a lost reply costs this")
     p.add_argument("--replot", type=Path, default=None, help="only print the table and plot of this JSON")
     args = p.parse_args(argv)
     if args.replot:
@@ -236,13 +240,13 @@ def main(argv: list[str] | None = None) -> int:
                       flush=True)
                 results.append(run_one(n, nodes, args, work, pgids))
                 r = results[-1]
+                (args.out / "fleet_scale.json").write_text(json.dumps(info, indent=2))
                 if r["status"] != "completed":
                     print(f"N={n}: {r['status']} after {r['campaign_s']:.0f}s: {r['reason']} "
                           f"(errors {r['errors']}, logs in {r['logs']})", flush=True)
                     continue
                 print(f"N={n}: campaign {r['campaign_s']:.1f}s, round {r['round_s_median']:.1f}s, "
                       f"overhead {r['overhead_s_median']:.1f}s, errors {r['errors']}", flush=True)
-            (args.out / "fleet_scale.json").write_text(json.dumps(info, indent=2))
         finally:
             (args.out / "fleet_scale.json").write_text(json.dumps(info, indent=2))
             leftover = kill_groups(pgids, {os.getpgid(0)})

@@ -40,8 +40,8 @@ class ArtifactShipper:
 
     `follow_up` runs inside the round's exchange (grid_poll.FastPollGrid): a `missing` reply
     is answered at once with the bytes, and a node that stored them gets its train message
-    again, so one slow or dead node never holds back another's shipping, and the whole
-    round still ends at its one deadline."""
+    again, so one slow or dead node never holds back another's shipping; each follow-up has
+    the round's timeout again (grid_poll.FastPollGrid), as the separate query had."""
 
     def __init__(self, files: dict[str, Path], log) -> None:
         self.files, self.log = files, log

@@ -26,8 +26,9 @@ class FastPollGrid:
     """Wraps the ServerApp's grid; everything but `send_and_receive` goes straight through.
 
     `follow_up(reply)` (the strategy's, when set) may answer a reply with a next message to
-    the same node; that node's final reply is then the one to the follow-up, within the same
-    deadline (how round 1 ships artifacts to the nodes that lack them)."""
+    the same node; that node's final reply is then the one to the follow-up, which has the
+    whole timeout again (how round 1 ships artifacts to the nodes that lack them: a Pi that
+    must store 9.6 MB and then embed every photo needs the time it had as separate queries)."""
 
     def __init__(self, grid, poll_seconds: float = POLL_SECONDS,
                  follow_up: Callable[[Message], Message | None] | None = None) -> None:
@@ -89,8 +90,10 @@ class FastPollGrid:
                 following = self.follow_up(reply) if self.follow_up else None
                 if following is None:
                     replies.append(reply)
-                else:
+                else:  # the follow-up gets the whole timeout again, as a separate exchange would
                     waiting.update(self._push([following]))
+                    if deadline is not None:
+                        deadline = max(deadline, time.monotonic() + (timeout or 0.0))
             if not waiting or (deadline is not None and time.monotonic() >= deadline):
                 break
             time.sleep(self.poll_seconds)

@@ -46,6 +46,8 @@ def train(msg: Message, context: Context) -> Message:
     reply = real.train(msg, context)
     if not NodeConfig.from_flwr(context.node_config).agent_name.startswith("evil"):
         return reply
+    if "arrays" not in reply.content.array_records:  # "missing": round 1 ships the artifacts first
+        return reply
     cfg = TrainConfig.from_record(msg.content["config"])
     names = list(FAULTS)
     by_prefix = {"boost": "boost-flip", "scale": "scale"}

@@ -215,33 +215,3 @@ def test_campaign_resubmitted_once_after_superlink_restart(env):
     events = env["coord"].events()
     assert any(e.get("event") == "superlink_exited" for e in events)
     assert [e["campaign"] for e in events if e.get("event") == "campaign_resubmitted"] == [first["id"]]
-
-
-def superexec_pids(link: int) -> list[int]:
-    from pathlib import Path
-
-    kids = Path(f"/proc/{link}/task/{link}/children").read_text().split()
-    return [int(p) for p in kids if "flower-superexec" in Path(f"/proc/{p}/cmdline").read_text()]
-
-
-def test_superlink_restarted_when_its_superexec_dies(env):
-    """Flower's superexec exits for good on one SuperLink error (seen under load at 20 nodes);
-    without it every later run would be accepted and never start."""
-    import os
-    import signal
-
-    cfg, root = env["cfg"], env["root"]
-    state = State(root / "state" / "coordinator.db")
-    wait_for(lambda: state.running_campaign() is None, 400, interval=2, what="no campaign running")
-    link = superlink_and_serverapp_pids(env["coord"])[0]
-    (superexec,) = wait_for(lambda: superexec_pids(link), 30, what="the SuperLink's superexec")
-    os.kill(superexec, signal.SIGKILL)
-    wait_for(lambda: any(e.get("event") == "superlink_superexec_lost" for e in env["coord"].events()),
-             60, what="superlink_superexec_lost")
-    new_link = wait_for(lambda: (p := superlink_and_serverapp_pids(env["coord"])[0]) != link and p, 60,
-                        what="a new SuperLink")
-    assert wait_for(lambda: superexec_pids(new_link), 30, what="its superexec")
-    done_before = len([c for c in state.campaigns(50) if c["status"] == "completed"])
-    assert fedctl(cfg, "run-now").returncode == 0  # runs start again
-    wait_for(lambda: len([c for c in state.campaigns(50) if c["status"] == "completed"]) > done_before,
-             400, interval=2, what="a campaign completed after the restart")

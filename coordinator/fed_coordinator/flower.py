@@ -90,22 +90,6 @@ class SuperLink:
             wait_http_ok(f"https://{self.address}/health", timeout, ctx)
         return self
 
-    def superexec_alive(self) -> bool:
-        """Whether the SuperLink's `flower-superexec` child runs: it starts every run's
-        ServerApp, and Flower 1.42's exits for good on one error from its SuperLink (seen:
-        "database is locked" under load, benchmarks/fleet_scale.py); the SuperLink then
-        accepts runs that never start."""
-        if self.proc is None or self.proc.poll() is not None:
-            return False
-        for stat in Path("/proc").glob("[0-9]*/stat"):
-            try:
-                fields = stat.read_text().rsplit(")", 1)[1].split()
-                if int(fields[1]) == self.proc.pid and b"flower-superexec" in (stat.parent / "cmdline").read_bytes():
-                    return True
-            except (OSError, IndexError, ValueError):
-                continue  # gone meanwhile
-        return False
-
     def _signal(self, sig: int) -> None:
         if self.new_session:
             os.killpg(self.proc.pid, sig)

@@ -37,10 +37,6 @@ from fed_coordinator.models.manifest import SigningKeyError
 from fed_coordinator.models.rollout import Stage
 from fed_coordinator.models.rollout_engine import RolloutEngine
 
-SUPEREXEC_CHECK = 5.0  # seconds between looks for the SuperLink's flower-superexec
-SUPEREXEC_GRACE = 15.0  # missing this long: restart the SuperLink (it starts a new one)
-
-
 class Coordinator:
     def __init__(self, cfg, log) -> None:
         self.cfg, self.log = cfg, log
@@ -69,7 +65,6 @@ class Coordinator:
         self.channel = self._model_channel()
         self.stop = threading.Event()
         self.link_restarts = 0
-        self._superexec_next_check, self._superexec_missing_since = 0.0, None
         self._online = (0, 0.0)
 
     def _scheduler(self, schedule: ScheduleConfig) -> Scheduler:
@@ -93,22 +88,6 @@ class Coordinator:
     def _control_address(self) -> str:
         host = "127.0.0.1" if self.cfg.superlink.host in ("0.0.0.0", "::") else self.cfg.superlink.host
         return f"{host}:{self.cfg.superlink.port}"
-
-    def _superexec_lost(self) -> bool:
-        """True once the SuperLink has run without its superexec for SUPEREXEC_GRACE seconds
-        (it starts a moment after the SuperLink; looked for every SUPEREXEC_CHECK seconds)."""
-        now = time.monotonic()
-        if now < self._superexec_next_check:
-            return False
-        self._superexec_next_check = now + SUPEREXEC_CHECK
-        if self.link.superexec_alive():
-            self._superexec_missing_since = None
-            return False
-        self._superexec_missing_since = self._superexec_missing_since or now
-        if now - self._superexec_missing_since < SUPEREXEC_GRACE:
-            return False
-        self._superexec_missing_since = None
-        return True
 
     # -- what the main loop asks ---------------------------------------------------------------
     def agents_online(self) -> int:
@@ -147,12 +126,6 @@ class Coordinator:
         if self.link.proc is not None and self.link.proc.poll() is not None:
             self.link_restarts += 1
             self.log.error("superlink_exited", code=self.link.proc.returncode, restarts=self.link_restarts)
-            self.link.start()
-        elif self._superexec_lost():
-            self.link_restarts += 1  # a run in flight is resubmitted once, as after a crash
-            self.log.error("superlink_superexec_lost", restarts=self.link_restarts,
-                           reason="no flower-superexec under the SuperLink: runs would never start")
-            self.link.stop()
             self.link.start()
         self.commands.handle_pending()
         if self.channel is not None:  # without a signing key no Pi fetches models: nothing to roll out

@@ -4,8 +4,7 @@ Each image the inbox files is handed to the inference worker (inference.py), whi
 classifies it with the running model off this loop; the heartbeat carries what it saw. An
 image without a label is then pseudo-labeled or sent to review (pseudo_labels.py); each scan
 also checks the running version, so a rollback withdraws the newer model's pseudo labels.
-The pseudo-labeler's changes to the store index are written by this loop, once a second; a
-filed image also wakes the embedder (embedder.py: its embedding, computed while nothing trains).
+The pseudo-labeler's index changes are written by this loop, once a second; a filed image wakes the embedder.
 
 WATCHDOG=1 is sent from this loop only, and only while the loop's helpers are alive: if the
 loop hangs (or a helper thread died), the pings stop and systemd's WatchdogSec restarts us.
